@@ -1,0 +1,33 @@
+//! Messages the config actor receives and publishes.
+
+use std::sync::Arc;
+
+use actix::Message;
+use laminate_config::{Node, NodesDiff, ProxySettings};
+
+use crate::envelope::Incoming;
+use crate::health::HandlerPanicked;
+
+/// A `proxy.*` event for the config actor; answered once it is applied or rejected.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), HandlerPanicked>")]
+pub struct ConfigEventReceived(pub Incoming);
+
+/// Published: the node list changed.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub struct NodesUpdated {
+    pub nodes: Arc<Vec<Node>>,
+    pub diff: NodesDiff,
+}
+
+/// Published: the runtime settings changed.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub struct SettingsUpdated(pub ProxySettings);
+
+/// Test builds only: the next handler panics.
+#[cfg(feature = "fault-injection")]
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct FaultInjected;

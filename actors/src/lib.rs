@@ -1,0 +1,33 @@
+#![forbid(unsafe_code)]
+//! The supervised actix actors of laminate-proxy.
+//!
+//! Actors only talk by messages (each in its own folder: `mod.rs` docs and
+//! exports, `messages.rs`, `actor.rs`), and every one runs under a
+//! `Supervisor` so a failure restarts it without touching the others.
+//!
+//! # Layout
+//! - [`link`]: the WebSocket client to the backend, its backoff and the outbox drain.
+//! - [`router`]: parses, validates and de-duplicates incoming events and routes them.
+//! - [`config`]: applies `proxy.*` events to the config files and tells the others.
+//! - [`heartbeat`]: `proxy.heartbeat` on connect and every interval.
+//! - [`nodes`]: C-ECHO of the PACS nodes.
+//! - [`envelope`]: the wire envelope, parsing untrusted frames and building outgoing ones.
+//! - [`dimse`]: DIMSE command sets (C-ECHO, C-STORE) shared by the DICOM code.
+//! - [`health`]: actor health registry, mailbox gauges and the panic guard.
+//! - [`board`]: what the actors observed, read by the HTTP API and the heartbeat.
+//! - [`peers`]: the actors' addresses, set once at start-up.
+//! - [`system`]: starts and wires everything.
+//! - [`clock`]: the protocol's timestamps.
+
+pub mod board;
+pub mod clock;
+pub mod config;
+pub mod dimse;
+pub mod envelope;
+pub mod health;
+pub mod heartbeat;
+pub mod link;
+pub mod nodes;
+pub mod peers;
+pub mod router;
+pub mod system;

@@ -1,0 +1,193 @@
+//! The router actor. See `mod.rs`.
+
+use actix::prelude::*;
+use laminate_store::{SeenEvents, Store};
+
+use super::messages::FrameReceived;
+use crate::board::SharedBoard;
+use crate::config::ConfigEventReceived;
+use crate::envelope::{excerpt, parse_incoming, EnvelopeError, EventKind, Incoming, Outgoing};
+use crate::health::{ActorHealth, ActorState, HandlerPanicked, Monitored};
+use crate::link::EphemeralEventReady;
+use crate::peers::PeersCell;
+
+pub struct RouterActor {
+    health: ActorHealth,
+    board: SharedBoard,
+    store: Store,
+    peers: PeersCell,
+}
+
+impl RouterActor {
+    pub fn new(health: ActorHealth, board: SharedBoard, store: Store, peers: PeersCell) -> Self {
+        Self {
+            health,
+            board,
+            store,
+            peers,
+        }
+    }
+
+    fn bad_frame(&self, err: &EnvelopeError, bytes: &[u8]) {
+        self.board
+            .counters
+            .bad_frames
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::warn!(error = %err, frame = %excerpt(bytes), "bad frame from the backend ignored");
+    }
+
+    fn route(&mut self, ev: Incoming, ctx: &mut Context<Self>) {
+        self.board.counters.count_in(&ev.event_type);
+        if let Some(ws) = ev.workspace_id.as_deref().filter(|w| !w.is_empty()) {
+            self.board.set_last_workspace_id(ws);
+        }
+        match ev.kind {
+            EventKind::Ping => self.answer_ping(&ev),
+            EventKind::Unknown => self.unknown(&ev, ctx),
+            _ => self.hand_over(ev, ctx),
+        }
+    }
+
+    fn answer_ping(&self, ping: &Incoming) {
+        let pong = Outgoing::pong(ping, &self.board.last_workspace_id());
+        if let Some(peers) = self.peers.get() {
+            peers.link.do_send(EphemeralEventReady {
+                event_type: "pong",
+                frame: pong.to_frame(),
+            });
+        }
+    }
+
+    #[allow(unused_variables)]
+    fn unknown(&self, ev: &Incoming, ctx: &mut Context<Self>) {
+        #[cfg(feature = "fault-injection")]
+        if ev.event_type == "test.panic" {
+            self.inject_fault(ev);
+            return;
+        }
+        self.board
+            .counters
+            .unknown_types
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::warn!(event_type = %ev.event_type, correlation_id = %ev.correlation_id, "unknown event type ignored");
+    }
+
+    /// Test builds only: makes the named actor's handler panic, to prove that
+    /// panics restart actors without taking the appliance down.
+    #[cfg(feature = "fault-injection")]
+    fn inject_fault(&self, ev: &Incoming) {
+        match ev.payload.get("actor").and_then(|v| v.as_str()) {
+            Some("router") => panic!("fault injection: router"),
+            Some("config") => {
+                if let Some(peers) = self.peers.get() {
+                    peers.config.do_send(crate::config::FaultInjected);
+                }
+            }
+            other => tracing::warn!(?other, "fault injection: unknown actor"),
+        }
+    }
+
+    /// Hands an event to its owner unless it was seen before; marks it seen once
+    /// the owner has accepted it, so a crash in between means it is acted on again
+    /// rather than lost (owners are idempotent).
+    fn hand_over(&mut self, ev: Incoming, ctx: &mut Context<Self>) {
+        let now = crate::clock::now_ms();
+        match self.store.is_seen(&ev.correlation_id, now) {
+            Ok(true) => {
+                self.board
+                    .counters
+                    .duplicates
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::info!(event_type = %ev.event_type, correlation_id = %ev.correlation_id, "duplicate event acknowledged, not acted on again");
+                return;
+            }
+            Ok(false) => {}
+            Err(e) => {
+                // Acting twice on an idempotent event is safer than dropping it.
+                tracing::error!(error = %e, "seen-events table unreadable; acting on the event");
+                self.health.record_error(format!("store: {e}"));
+            }
+        }
+        let Some(peers) = self.peers.get() else {
+            return;
+        };
+        let correlation_id = ev.correlation_id.clone();
+        let event_type = ev.event_type.clone();
+        let accepted: ResponseFuture<Result<(), HandlerPanicked>> = match ev.kind {
+            EventKind::NodesChanged | EventKind::ConfigChanged | EventKind::StatusChanged => {
+                let req = peers.config.send(ConfigEventReceived(ev));
+                Box::pin(async move { req.await.unwrap_or(Err(HandlerPanicked)) })
+            }
+            _ => {
+                tracing::warn!(event_type = %event_type, correlation_id = %correlation_id, "no handler for this event type in this version; ignored");
+                return;
+            }
+        };
+        // `wait` keeps events in order and makes a duplicate that arrives right
+        // behind its original find it marked.
+        ctx.wait(accepted.into_actor(self).map(move |res, act, _| match res {
+            Ok(()) => {
+                if let Err(e) = act.store.mark_seen(&correlation_id, crate::clock::now_ms()) {
+                    tracing::error!(error = %e, "cannot record a handled event as seen");
+                    act.health.record_error(format!("store: {e}"));
+                }
+            }
+            Err(e) => {
+                tracing::error!(event_type = %event_type, correlation_id = %correlation_id, error = %e, "event handler failed; not marked seen");
+            }
+        }));
+    }
+
+    fn purge_seen(&self) {
+        match self.store.purge_seen(crate::clock::now_ms()) {
+            Ok(n) if n > 0 => tracing::info!(removed = n, "expired seen-event ids purged"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot purge seen-event ids"),
+        }
+    }
+}
+
+/// How often expired seen-event ids are purged.
+const PURGE_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
+
+impl Actor for RouterActor {
+    type Context = Context<Self>;
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        self.health.set_state(ActorState::Running);
+        // Pings arrive in bursts; a deep mailbox keeps `do_send` from parking the link.
+        ctx.set_mailbox_capacity(4096);
+        self.purge_seen();
+        ctx.run_interval(PURGE_EVERY, |act, _| act.purge_seen());
+    }
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        self.health.set_state(ActorState::Stopped);
+    }
+}
+
+impl Supervised for RouterActor {
+    fn restarting(&mut self, _: &mut Context<Self>) {
+        self.health.restarted();
+    }
+}
+
+impl Monitored for RouterActor {
+    fn health(&self) -> &ActorHealth {
+        &self.health
+    }
+}
+
+impl Handler<FrameReceived> for RouterActor {
+    type Result = ();
+    fn handle(&mut self, frame: FrameReceived, ctx: &mut Context<Self>) {
+        if frame.binary {
+            self.bad_frame(&EnvelopeError::Binary, &frame.bytes);
+            return;
+        }
+        match parse_incoming(&frame.bytes) {
+            Ok(ev) => self.route(ev, ctx),
+            Err(e) => self.bad_frame(&e, &frame.bytes),
+        }
+    }
+}
+
+crate::delivered_handlers!(RouterActor: FrameReceived);

@@ -1,0 +1,115 @@
+//! The command line (APPLIANCE.md "Command line"): subcommands, flags and the
+//! environment variables that stand for them.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use laminate_config::settings::{DEFAULT_AE_TITLE, DEFAULT_DICOM_ADDR, DEFAULT_HTTP_ADDR};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "laminate-proxy",
+    version,
+    about = "Laminate edge appliance: backend link, dispatch to PACS, DICOM ingest, status page"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// The service: backend link, dispatch, DICOM ingest, store, status page.
+    Run(RunArgs),
+    /// The whole system on this machine with nothing else installed.
+    Demo(DemoArgs),
+    /// Exit 0 if the local /readyz answers ready (Docker HEALTHCHECK).
+    Healthcheck(LocalApiArgs),
+    /// PACS nodes of a running appliance.
+    Nodes {
+        #[command(subcommand)]
+        command: NodesCommand,
+        #[command(flatten)]
+        api: LocalApiArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NodesCommand {
+    /// List the nodes with their last C-ECHO.
+    List,
+    /// Run a C-ECHO now and print the round trip.
+    Echo { node_id: String },
+}
+
+/// How operator commands find the running appliance (same flags as `run`).
+#[derive(Debug, Clone, Args)]
+pub struct LocalApiArgs {
+    #[arg(long, env = "LAMINATE_PROXY_HTTP_ADDR", default_value = DEFAULT_HTTP_ADDR, global = true)]
+    pub http_addr: String,
+    #[arg(
+        long,
+        env = "LAMINATE_PROXY_STATUS_TOKEN",
+        hide_env_values = true,
+        global = true
+    )]
+    pub status_token: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// Backend WebSocket URL, e.g. wss://laminate.example/
+    #[arg(long, env = "LAMINATE_BACKEND_URL")]
+    pub backend_url: Option<String>,
+    /// Backend REST URL (default: derived from --backend-url).
+    #[arg(long, env = "LAMINATE_API_URL")]
+    pub api_url: Option<String>,
+    /// The appliance's key (never printed).
+    #[arg(long, env = "LAMINATE_PROXY_KEY", hide_env_values = true)]
+    pub proxy_key: Option<String>,
+    /// Where config files, the store, the DICOM cache and the spool live.
+    #[arg(long, env = "LAMINATE_PROXY_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Status page and local API address.
+    #[arg(long, env = "LAMINATE_PROXY_HTTP_ADDR", default_value = DEFAULT_HTTP_ADDR)]
+    pub http_addr: String,
+    /// Bearer token required for operator actions.
+    #[arg(long, env = "LAMINATE_PROXY_STATUS_TOKEN", hide_env_values = true)]
+    pub status_token: Option<String>,
+    /// The appliance's DICOM AE title.
+    #[arg(long, env = "LAMINATE_PROXY_AE_TITLE", default_value = DEFAULT_AE_TITLE)]
+    pub ae_title: String,
+    /// The ingest SCP's address, or `off`.
+    #[arg(long, env = "LAMINATE_PROXY_DICOM_ADDR", default_value = DEFAULT_DICOM_ADDR)]
+    pub dicom_addr: String,
+    /// Extra PEM root certificates for wss/https.
+    #[arg(long, env = "LAMINATE_PROXY_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// `text` or `json`.
+    #[arg(long, env = "LAMINATE_PROXY_LOG_FORMAT", default_value = "text")]
+    pub log_format: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DemoArgs {
+    /// Status page address.
+    #[arg(long, default_value = DEFAULT_HTTP_ADDR)]
+    pub http_addr: String,
+    /// Data dir (default: a fresh temporary directory).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+}
+
+/// Every environment variable the binary reads (the Dockerfile check uses it).
+pub const ENV_VARS: &[&str] = &[
+    "LAMINATE_BACKEND_URL",
+    "LAMINATE_API_URL",
+    "LAMINATE_PROXY_KEY",
+    "LAMINATE_PROXY_DATA_DIR",
+    "LAMINATE_PROXY_HTTP_ADDR",
+    "LAMINATE_PROXY_STATUS_TOKEN",
+    "LAMINATE_PROXY_AE_TITLE",
+    "LAMINATE_PROXY_DICOM_ADDR",
+    "LAMINATE_PROXY_CA_FILE",
+    "LAMINATE_PROXY_LOG_FORMAT",
+];

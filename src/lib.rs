@@ -1,0 +1,18 @@
+#![forbid(unsafe_code)]
+//! laminate-proxy: the binary's library — command line, wiring, HTTP status
+//! page and API, operator commands, and the backend simulator.
+//!
+//! # Layout
+//! - [`cli`]: subcommands, flags and environment variables.
+//! - [`run`]: `laminate-proxy run` — settings, config files, store, actors, HTTP, signals.
+//! - [`http`]: the local HTTP server (probes, JSON API, operator actions).
+//! - [`ops`]: operator commands against a running appliance (`healthcheck`, `nodes`).
+//! - [`logging`]: the tracing subscriber and its live level.
+//! - [`sim`]: the backend simulator used by the tests and `demo`.
+
+pub mod cli;
+pub mod http;
+pub mod logging;
+pub mod ops;
+pub mod run;
+pub mod sim;

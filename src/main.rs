@@ -1,0 +1,20 @@
+#![forbid(unsafe_code)]
+//! The `laminate-proxy` binary: parse the command line and hand over.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use laminate_proxy::cli::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run(args) => laminate_proxy::run::main(args),
+        Command::Demo(_) => {
+            eprintln!("laminate-proxy demo: not available in this version yet");
+            ExitCode::FAILURE
+        }
+        Command::Healthcheck(api) => laminate_proxy::ops::healthcheck(api),
+        Command::Nodes { command, api } => laminate_proxy::ops::nodes(command, api),
+    }
+}

@@ -1,0 +1,175 @@
+//! `laminate-proxy run`: validate every setting before anything starts, load
+//! the config files, open the store, start the actors and the HTTP server,
+//! and wait for a signal.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use laminate_actors::link::{tls, LinkSettings, LinkShutdownRequested};
+use laminate_actors::system::{self, SystemConfig};
+use laminate_config::settings::{validate_settings, RawSettings, Settings};
+use laminate_store::Store;
+
+use crate::cli::RunArgs;
+use crate::http::{self, ActionPolicy, AppState};
+
+/// Exit code for settings or config files the appliance refuses.
+pub const EXIT_BAD_CONFIG: u8 = 2;
+
+/// Validates the settings: all problems at once, one line each.
+pub fn settings_from(args: RunArgs) -> Result<Settings, Vec<String>> {
+    validate_settings(RawSettings {
+        backend_url: args.backend_url,
+        api_url: args.api_url,
+        proxy_key: args.proxy_key,
+        data_dir: args.data_dir,
+        http_addr: args.http_addr,
+        status_token: args.status_token,
+        ae_title: args.ae_title,
+        dicom_addr: args.dicom_addr,
+        ca_file: args.ca_file,
+        log_format: args.log_format,
+    })
+    .map_err(|problems| problems.iter().map(|p| p.to_string()).collect())
+}
+
+pub fn main(args: RunArgs) -> ExitCode {
+    let settings = match settings_from(args) {
+        Ok(s) => s,
+        Err(lines) => {
+            for l in lines {
+                eprintln!("laminate-proxy: {l}");
+            }
+            return ExitCode::from(EXIT_BAD_CONFIG);
+        }
+    };
+    match run(settings) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Refusal::Config(msg)) => {
+            eprintln!("laminate-proxy: {msg}");
+            ExitCode::from(EXIT_BAD_CONFIG)
+        }
+        Err(Refusal::Failed(e)) => {
+            eprintln!("laminate-proxy: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+enum Refusal {
+    /// A file or setting the operator must fix.
+    Config(String),
+    Failed(anyhow::Error),
+}
+
+impl From<anyhow::Error> for Refusal {
+    fn from(e: anyhow::Error) -> Self {
+        Refusal::Failed(e)
+    }
+}
+
+fn prepare_data_dir(dir: &Path) -> anyhow::Result<()> {
+    for sub in ["", "storage", "spool"] {
+        let d = dir.join(sub);
+        std::fs::create_dir_all(&d).with_context(|| format!("cannot create {}", d.display()))?;
+    }
+    Ok(())
+}
+
+fn run(settings: Settings) -> Result<(), Refusal> {
+    prepare_data_dir(&settings.data_dir)?;
+    let loaded = laminate_config::load_config(&settings.data_dir).map_err(|e| {
+        Refusal::Config(format!(
+            "{e} (fix or move the file; it is never overwritten)"
+        ))
+    })?;
+    let log_hook = crate::logging::init(settings.log_format, loaded.settings.log_level.as_str());
+    let tls = tls::client_config(settings.ca_file.as_deref())
+        .map_err(|e| Refusal::Config(format!("--ca-file (LAMINATE_PROXY_CA_FILE): {e}")))?;
+    let store_dir = settings.data_dir.join("store");
+    let store = Store::open(&store_dir)
+        .with_context(|| format!("cannot open the store in {}", store_dir.display()))?;
+
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        data_dir = %settings.data_dir.display(),
+        backend = %settings.ws_url_redacted(),
+        proxy_key = %settings.proxy_key.redacted(),
+        http = %settings.http_addr,
+        "laminate-proxy starting"
+    );
+
+    let sys = actix_rt::System::new();
+    sys.block_on(async move {
+        let running = system::start(SystemConfig {
+            data_dir: settings.data_dir.clone(),
+            appliance_ae: settings.ae_title.clone(),
+            link: LinkSettings {
+                ws_url: settings.ws_url.to_string(),
+                proxy_key: settings.proxy_key.expose().to_owned(),
+                tls,
+            },
+            loaded,
+            store: store.clone(),
+            log_level_hook: Some(log_hook),
+        });
+        let policy = ActionPolicy::new(
+            settings.status_token.clone(),
+            laminate_config::settings::is_loopback(&settings.http_addr),
+        );
+        let server = http::serve(
+            settings.http_addr,
+            AppState {
+                running: running.clone(),
+                policy,
+            },
+        )
+        .with_context(|| {
+            format!(
+                "cannot listen on --http-addr {} (LAMINATE_PROXY_HTTP_ADDR)",
+                settings.http_addr
+            )
+        })?;
+        let handle = server.handle();
+        actix_rt::spawn(server);
+        tracing::info!(url = %format!("http://{}/", settings.http_addr), "status page listening");
+
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        running.peers.link.do_send(LinkShutdownRequested);
+        handle.stop(true).await;
+        if let Err(e) = store.flush() {
+            tracing::error!(error = %e, "store flush at shutdown failed");
+        }
+        actix_rt::time::sleep(std::time::Duration::from_millis(100)).await;
+        Ok::<(), anyhow::Error>(())
+    })?;
+    Ok(())
+}
+
+/// Waits for SIGTERM or SIGINT.
+pub async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+            }
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,125 @@
+//! [`Store`]: the sled database and the trees of every area, opened together.
+//!
+//! Adding an area means one file (its trait, its trees, its `impl … for Store`) and one
+//! field here, opened in `Store::from_db`.
+
+use std::fmt;
+use std::path::Path;
+
+use crate::outbox::OutboxTrees;
+use crate::seen::SeenTrees;
+use crate::StoreError;
+
+/// The local store. Cloning is cheap (sled handles are reference counted) and every clone
+/// sees the same data, so one `Store` is opened at start-up and handed to whoever needs it.
+#[derive(Clone)]
+pub struct Store {
+    /// The database; flushing it flushes every tree.
+    pub(crate) db: sled::Db,
+    /// De-duplication of incoming events (`seen.rs`).
+    pub(crate) seen: SeenTrees,
+    /// The outgoing event queue (`outbox.rs`).
+    pub(crate) outbox: OutboxTrees,
+}
+
+impl Store {
+    /// Opens (creating if needed) the store in `dir`, normally `{data_dir}/store`.
+    ///
+    /// Only one process may hold the directory at a time: a second open fails with
+    /// [`StoreError::Open`]. Start-up repairs run here (see each area).
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        let db = sled::Config::new()
+            .path(dir)
+            .open()
+            .map_err(|source| StoreError::Open {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        tracing::debug!(path = %dir.display(), "store opened");
+        Store::from_db(db)
+    }
+
+    /// Opens an empty store that lives only as long as its last clone (for tests).
+    pub fn open_temporary() -> Result<Store, StoreError> {
+        let db = sled::Config::new()
+            .temporary(true)
+            .open()
+            .map_err(|source| StoreError::Open {
+                path: "<temporary>".into(),
+                source,
+            })?;
+        Store::from_db(db)
+    }
+
+    fn from_db(db: sled::Db) -> Result<Store, StoreError> {
+        let seen = SeenTrees::open(&db)?;
+        let outbox = OutboxTrees::open(&db)?;
+        Ok(Store { db, seen, outbox })
+    }
+
+    /// Writes everything written so far to disk (sled otherwise flushes every 500 ms, and
+    /// writes after the last flush can be lost in a crash).
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// The size of the database files, in bytes (for the status page and heartbeat).
+    pub fn size_on_disk(&self) -> Result<u64, StoreError> {
+        Ok(self.db.size_on_disk()?)
+    }
+}
+
+// Not derived: sled's `Debug` for trees prints their whole contents.
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Store").finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_shareable<T: Clone + Send + Sync + 'static>() {}
+
+    #[test]
+    fn store_is_cheap_to_share() {
+        assert_shareable::<Store>();
+    }
+
+    #[test]
+    fn open_flush_and_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("store")).unwrap();
+        store.flush().unwrap();
+        assert!(store.size_on_disk().unwrap() > 0);
+        assert_eq!(format!("{store:?}"), "Store { .. }");
+    }
+
+    #[test]
+    fn temporary_store_opens() {
+        let store = Store::open_temporary().unwrap();
+        store.flush().unwrap();
+        store.size_on_disk().unwrap();
+    }
+
+    #[test]
+    fn second_open_of_same_dir_is_a_typed_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let _first = Store::open(dir.path()).unwrap();
+        match Store::open(dir.path()) {
+            Err(StoreError::Open { path, .. }) => assert_eq!(path, dir.path()),
+            other => panic!("expected StoreError::Open, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn clones_share_data() {
+        use crate::SeenEvents;
+        let store = Store::open_temporary().unwrap();
+        let clone = store.clone();
+        assert!(clone.mark_seen("a", 1).unwrap());
+        assert!(store.is_seen("a", 2).unwrap());
+    }
+}
