@@ -13,6 +13,7 @@
 //! Every method of the handle is synchronous and may be called from any thread; the
 //! `wait_*` methods block the calling thread, so call them from a thread that does not
 //! also drive the appliance (or use the `*_async` variants inside an async test).
+//! Predicates run under the simulator's lock: they must not call back into the handle.
 //!
 //! TLS: pass a `rustls::ServerConfig` in [`SimOptions::tls`]; the URLs then use
 //! `wss://localhost` / `https://localhost`, so the certificate must name `localhost`.
@@ -28,6 +29,7 @@
 mod downloads;
 mod server;
 mod state;
+pub mod tls;
 mod ws;
 
 #[cfg(test)]

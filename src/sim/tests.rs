@@ -471,42 +471,9 @@ async fn large_download_streams() {
     assert_eq!(got, zip.len());
 }
 
-/// Builds a server config for `localhost` and `127.0.0.1`, signed by a fresh CA; returns it
-/// with the CA certificate (DER and PEM, the PEM being what an appliance's CA file holds).
-/// Integration tests can copy this: they need rcgen as a dev-dependency.
-pub(crate) fn test_tls() -> (
-    rustls::ServerConfig,
-    rustls::pki_types::CertificateDer<'static>,
-    String,
-) {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
-    use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
-
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::new(ca_params, ca_key);
-
-    let leaf_key = KeyPair::generate().unwrap();
-    let leaf_params =
-        CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
-    let leaf = leaf_params.signed_by(&leaf_key, &issuer).unwrap();
-
-    let config = rustls::ServerConfig::builder()
-        .with_no_client_auth()
-        .with_single_cert(
-            vec![leaf.der().clone(), ca_cert.der().clone()],
-            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der())),
-        )
-        .unwrap();
-    (config, ca_cert.der().clone(), ca_cert.pem())
-}
-
 #[actix_rt::test]
 async fn wss_and_https_with_a_self_signed_ca() {
-    let (config, ca_der, ca_pem) = test_tls();
+    let (config, ca_der, ca_pem) = super::tls::self_signed_tls().expect("tls");
     assert!(ca_pem.starts_with("-----BEGIN CERTIFICATE-----"));
     let sim = BackendSim::start(SimOptions {
         proxy_key: KEY.into(),

@@ -30,6 +30,8 @@ pub const PING_EVERY: Duration = Duration::from_secs(15);
 pub const SILENCE_LIMIT: Duration = Duration::from_secs(45);
 /// How often silence is checked.
 const LIVENESS_CHECK_EVERY: Duration = Duration::from_secs(1);
+/// How long a close we start waits for the backend's Close before dropping the socket.
+const CLOSE_HANDSHAKE: Duration = Duration::from_secs(2);
 /// Opening handshake deadline.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the link waits for the heartbeat actor on connect.
@@ -90,6 +92,8 @@ pub struct LinkActor {
     replaced: ReplacedTracker,
     ever_connected: bool,
     shutting_down: bool,
+    /// Set while a close we started waits for the backend's answer: the error to report then.
+    closing: Option<String>,
 }
 
 impl LinkActor {
@@ -122,6 +126,7 @@ impl LinkActor {
             replaced: ReplacedTracker::default(),
             ever_connected: false,
             shutting_down: false,
+            closing: None,
         }
     }
 
@@ -309,6 +314,13 @@ impl LinkActor {
     }
 
     fn on_frame(&mut self, frame: Frame, ctx: &mut Context<Self>) {
+        if self.closing.is_some() {
+            if let Frame::Close(_) = frame {
+                let error = self.closing.take().unwrap_or_default();
+                self.on_down(error, None, ctx);
+            }
+            return;
+        }
         match frame {
             Frame::Text(b) => self.deliver(b, false),
             Frame::Binary(b) => self.deliver(b, true),
@@ -371,11 +383,34 @@ impl LinkActor {
 
     fn too_big(&mut self, ctx: &mut Context<Self>) {
         tracing::warn!("backend sent a frame over 1 MiB; closing with 1009");
+        self.start_close(
+            CloseCode::Size,
+            "frame over 1 MiB",
+            "frame over 1 MiB (closed with 1009)".into(),
+            ctx,
+        );
+    }
+
+    /// Starts the closing handshake: Close out, then down when the backend's
+    /// Close arrives or after [`CLOSE_HANDSHAKE`], whichever is first. Frames
+    /// arriving meanwhile are not acted on.
+    fn start_close(&mut self, code: CloseCode, why: &str, error: String, ctx: &mut Context<Self>) {
+        if self.closing.is_some() {
+            return;
+        }
         self.write(WsMessage::Close(Some(CloseReason {
-            code: CloseCode::Size,
-            description: Some("frame over 1 MiB".into()),
+            code,
+            description: Some(why.to_owned()),
         })));
-        self.on_down("frame over 1 MiB (closed with 1009)".into(), None, ctx);
+        self.closing = Some(error);
+        let generation = self.generation;
+        ctx.run_later(CLOSE_HANDSHAKE, move |act, ctx| {
+            if act.generation == generation {
+                if let Some(error) = act.closing.take() {
+                    act.on_down(error, None, ctx);
+                }
+            }
+        });
     }
 
     fn on_close(&mut self, reason: Option<CloseReason>, ctx: &mut Context<Self>) {
@@ -442,6 +477,7 @@ impl LinkActor {
         }
         // Events of the old connection are ignored from now on.
         self.generation += 1;
+        self.closing = None;
         self.ready = false;
         self.held.clear();
         self.unconfirmed.clear();
@@ -510,6 +546,11 @@ impl StreamHandler<SocketEvent> for LinkActor {
             return;
         }
         self.last_rx = Instant::now();
+        if self.closing.is_some() && !matches!(ev.item, Some(Ok(_))) {
+            let error = self.closing.take().unwrap_or_default();
+            self.on_down(error, None, ctx);
+            return;
+        }
         match ev.item {
             Some(Ok(frame)) => self.on_frame(frame, ctx),
             Some(Err(WsProtocolError::Overflow)) => self.too_big(ctx),

@@ -1,0 +1,27 @@
+# syntax=docker/dockerfile:1
+# Build stage: the Rust toolchain.
+FROM rust:1.95-slim-bookworm AS build
+WORKDIR /src
+COPY . .
+RUN cargo build --release --locked --bin laminate-proxy
+
+# Runtime stage: slim Debian with CA certificates only, as a non-root user.
+FROM debian:bookworm-slim
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends ca-certificates \
+ && rm -rf /var/lib/apt/lists/* \
+ && useradd --system --uid 10001 --home-dir /data --shell /usr/sbin/nologin laminate \
+ && mkdir -p /data && chown laminate:laminate /data
+COPY --from=build /src/target/release/laminate-proxy /usr/local/bin/laminate-proxy
+ENV LAMINATE_PROXY_DATA_DIR=/data \
+    LAMINATE_PROXY_HTTP_ADDR=0.0.0.0:8080 \
+    LAMINATE_PROXY_DICOM_ADDR=0.0.0.0:11112 \
+    LAMINATE_PROXY_LOG_FORMAT=text
+USER laminate
+VOLUME /data
+EXPOSE 8080 11112
+HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
+  CMD ["laminate-proxy", "healthcheck"]
+STOPSIGNAL SIGTERM
+ENTRYPOINT ["laminate-proxy"]
+CMD ["run"]

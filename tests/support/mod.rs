@@ -1,0 +1,309 @@
+//! Test support: the real `laminate-proxy` binary as a child process, with its
+//! own data dir and free loopback ports, plus small HTTP and timing helpers.
+#![allow(dead_code)]
+
+use std::fs::File;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub use laminate_proxy::sim::{BackendSim, SimOptions};
+pub use serde_json::{json, Value};
+
+pub const KEY: &str = "pk_test_0123456789abcdef";
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// Polls `f` until it returns Some or the deadline passes.
+pub fn eventually<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+pub fn sim() -> BackendSim {
+    BackendSim::start(SimOptions {
+        proxy_key: KEY.into(),
+        tls: None,
+        port: 0,
+    })
+    .expect("simulator starts")
+}
+
+/// An event from the backend, all fields set.
+pub fn event(event_type: &str, correlation_id: &str, payload: Value) -> Value {
+    json!({
+        "event_type": event_type,
+        "workspace_id": "ws_test",
+        "timestamp": "2025-10-04T10:30:00.000Z",
+        "correlation_id": correlation_id,
+        "entity_type": "proxy",
+        "entity_id": "proxy_1",
+        "payload": payload,
+    })
+}
+
+pub fn is_type(t: &'static str) -> impl Fn(&Value) -> bool {
+    move |v: &Value| v["event_type"] == t
+}
+
+pub fn is_pong(corr: &str) -> impl Fn(&Value) -> bool + '_ {
+    move |v: &Value| v["event_type"] == "pong" && v["correlation_id"] == corr
+}
+
+/// The appliance under test.
+pub struct Appliance {
+    pub child: Option<Child>,
+    pub dir: PathBuf,
+    pub data_dir: PathBuf,
+    pub http_port: u16,
+    pub args: Vec<String>,
+    runs: usize,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl Appliance {
+    /// Starts `run` against `backend_url` with the test key and a fresh data dir.
+    pub fn start(backend_url: &str, extra: &[&str]) -> Appliance {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().to_path_buf();
+        let mut a = Appliance::with_dir(dir, backend_url, extra);
+        a._tmp = Some(tmp);
+        a.spawn();
+        a
+    }
+
+    /// Same, with a given directory (kept), not yet started.
+    pub fn with_dir(dir: PathBuf, backend_url: &str, extra: &[&str]) -> Appliance {
+        let data_dir = dir.join("data");
+        let http_port = free_port();
+        let mut args: Vec<String> = vec![
+            "run".into(),
+            "--backend-url".into(),
+            backend_url.into(),
+            "--proxy-key".into(),
+            KEY.into(),
+            "--data-dir".into(),
+            data_dir.display().to_string(),
+            "--http-addr".into(),
+            format!("127.0.0.1:{http_port}"),
+            "--dicom-addr".into(),
+            "off".into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        Appliance {
+            child: None,
+            dir,
+            data_dir,
+            http_port,
+            args,
+            runs: 0,
+            _tmp: None,
+        }
+    }
+
+    pub fn spawn(&mut self) {
+        self.runs += 1;
+        let log = self.dir.join(format!("appliance-{}.log", self.runs));
+        let out = File::create(&log).expect("log file");
+        let err = out.try_clone().expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_laminate-proxy"))
+            .args(&self.args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", &self.dir)
+            .env("RUST_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(out))
+            .stderr(Stdio::from(err))
+            .spawn()
+            .expect("the binary starts");
+        self.child = Some(child);
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{}", self.http_port, path)
+    }
+
+    /// GET → (status, body).
+    pub fn get(&self, path: &str) -> Option<(u16, String)> {
+        http("GET", &self.url(path), None)
+    }
+
+    pub fn get_json(&self, path: &str) -> Value {
+        let (code, body) = self.get(path).expect("the API answers");
+        assert_eq!(code, 200, "GET {path}: {body}");
+        serde_json::from_str(&body).expect("JSON")
+    }
+
+    pub fn post(&self, path: &str, token: Option<&str>) -> Option<(u16, String)> {
+        http("POST", &self.url(path), token)
+    }
+
+    pub fn wait_ready(&mut self, timeout: Duration) {
+        let ok = eventually(timeout, || {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!("the appliance exited early ({status}):\n{}", self.logs());
+            }
+            matches!(self.get("/readyz"), Some((200, _))).then_some(())
+        });
+        assert!(ok.is_some(), "not ready in time:\n{}", self.logs());
+    }
+
+    pub fn status(&self) -> Value {
+        self.get_json("/api/status")
+    }
+
+    /// Everything the appliance printed in all its runs.
+    pub fn logs(&self) -> String {
+        (1..=self.runs)
+            .map(|i| {
+                std::fs::read_to_string(self.dir.join(format!("appliance-{i}.log")))
+                    .unwrap_or_default()
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait for the exit code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        let mut c = self.child.take()?;
+        let _ = Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Ok(Some(st)) = c.try_wait() {
+                return st.code();
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                let _ = c.wait();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn read_config(&self, name: &str) -> Value {
+        let text = std::fs::read_to_string(self.data_dir.join(name)).expect("config file");
+        serde_json::from_str(&text).expect("config JSON")
+    }
+
+    pub fn data_path(&self, name: &str) -> PathBuf {
+        self.data_dir.join(name)
+    }
+}
+
+impl Drop for Appliance {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A minimal HTTP client call; None when the server cannot be reached.
+pub fn http(method: &str, url: &str, token: Option<&str>) -> Option<(u16, String)> {
+    let mut req = ureq::request(method, url).timeout(Duration::from_secs(10));
+    if let Some(t) = token {
+        req = req.set("Authorization", &format!("Bearer {t}"));
+    }
+    let resp = if method == "POST" {
+        req.send_string("")
+    } else {
+        req.call()
+    };
+    match resp {
+        Ok(r) => {
+            let code = r.status();
+            Some((code, r.into_string().unwrap_or_default()))
+        }
+        Err(ureq::Error::Status(code, r)) => Some((code, r.into_string().unwrap_or_default())),
+        Err(_) => None,
+    }
+}
+
+/// Runs the binary to completion with the given args and env; (exit code, stdout+stderr).
+pub fn run_binary(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_laminate-proxy"))
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(env.iter().copied())
+        .output()
+        .expect("the binary runs");
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    (out.status.code(), text)
+}
+
+/// A dcmtk storescp on a free port, as a PACS node. Killed on drop.
+pub struct StoreScp {
+    pub port: u16,
+    pub ae: String,
+    child: Child,
+    pub dir: tempfile::TempDir,
+}
+
+impl StoreScp {
+    pub fn start(ae: &str) -> StoreScp {
+        let port = free_port();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let child = Command::new("/usr/bin/storescp")
+            .args(["-aet", ae, "-od"])
+            .arg(dir.path())
+            .arg(port.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("dcmtk storescp (apt-get install dcmtk)");
+        // Wait until it listens.
+        eventually(Duration::from_secs(10), || {
+            std::net::TcpStream::connect(("127.0.0.1", port))
+                .ok()
+                .map(|_| ())
+        })
+        .expect("storescp listens");
+        StoreScp {
+            port,
+            ae: ae.to_owned(),
+            child,
+            dir,
+        }
+    }
+}
+
+impl Drop for StoreScp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn path_exists(p: &Path) -> bool {
+    p.exists()
+}
