@@ -12,7 +12,7 @@ pub async fn echo_node(
     state: web::Data<AppState>,
 ) -> HttpResponse {
     if let Err(refusal) = state.policy.check(&req) {
-        return refusal;
+        return refusal.response();
     }
     let node_id = path.into_inner();
     match state

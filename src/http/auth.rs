@@ -28,10 +28,10 @@ impl ActionPolicy {
         }
     }
 
-    /// `Ok` if the request may act; otherwise the refusal to send.
-    pub fn check(&self, req: &HttpRequest) -> Result<(), HttpResponse> {
+    /// `Ok` if the request may act; otherwise why not.
+    pub fn check(&self, req: &HttpRequest) -> Result<(), Refusal> {
         if let Some(why) = self.disabled_reason() {
-            return Err(HttpResponse::Forbidden().json(serde_json::json!({ "error": why })));
+            return Err(Refusal::Disabled(why));
         }
         let Some(token) = &self.token else {
             return Ok(());
@@ -44,9 +44,29 @@ impl ActionPolicy {
         if given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes())) {
             Ok(())
         } else {
-            Err(HttpResponse::Unauthorized()
+            Err(Refusal::BadToken)
+        }
+    }
+}
+
+/// Why an operator action was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// 403: no token while listening beyond loopback.
+    Disabled(&'static str),
+    /// 401: the token is missing or wrong.
+    BadToken,
+}
+
+impl Refusal {
+    pub fn response(self) -> HttpResponse {
+        match self {
+            Refusal::Disabled(why) => {
+                HttpResponse::Forbidden().json(serde_json::json!({ "error": why }))
+            }
+            Refusal::BadToken => HttpResponse::Unauthorized()
                 .insert_header((header::WWW_AUTHENTICATE, "Bearer"))
-                .json(serde_json::json!({ "error": "operator actions need Authorization: Bearer <status token>" })))
+                .json(serde_json::json!({ "error": "operator actions need Authorization: Bearer <status token>" })),
         }
     }
 }
@@ -73,16 +93,16 @@ mod tests {
 
         let exposed = ActionPolicy::new(None, false);
         let r = exposed.check(&TestRequest::default().to_http_request());
-        assert_eq!(r.err().map(|r| r.status().as_u16()), Some(403));
+        assert_eq!(r.err().map(|r| r.response().status().as_u16()), Some(403));
 
         let guarded = ActionPolicy::new(Some("s3cret".into()), false);
         let none = guarded.check(&TestRequest::default().to_http_request());
-        assert_eq!(none.err().map(|r| r.status().as_u16()), Some(401));
+        assert_eq!(none, Err(Refusal::BadToken));
         let wrong = TestRequest::default()
             .insert_header((header::AUTHORIZATION, "Bearer nope"))
             .to_http_request();
         assert_eq!(
-            guarded.check(&wrong).err().map(|r| r.status().as_u16()),
+            guarded.check(&wrong).err().map(|r| r.response().status().as_u16()),
             Some(401)
         );
         let right = TestRequest::default()
