@@ -23,6 +23,7 @@ pub mod board;
 pub mod clock;
 pub mod config;
 pub mod dimse;
+pub mod dispatch;
 pub mod envelope;
 pub mod health;
 pub mod heartbeat;

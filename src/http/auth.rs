@@ -102,7 +102,10 @@ mod tests {
             .insert_header((header::AUTHORIZATION, "Bearer nope"))
             .to_http_request();
         assert_eq!(
-            guarded.check(&wrong).err().map(|r| r.response().status().as_u16()),
+            guarded
+                .check(&wrong)
+                .err()
+                .map(|r| r.response().status().as_u16()),
             Some(401)
         );
         let right = TestRequest::default()

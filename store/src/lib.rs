@@ -2,8 +2,8 @@
 //! (APPLIANCE.md "Data dir"), shared by every part of the appliance through cheap clones
 //! of [`Store`].
 //!
-//! Each area of the store (seen events, outbox, and later patients, sessions, scans,
-//! instances and the dispatch journal) owns its sled trees and sits behind a small trait
+//! Each area of the store (seen events, outbox, the catalog of patients, sessions, scans and
+//! instances, and later the dispatch journal) owns its sled trees and sits behind a small trait
 //! implemented for [`Store`], so callers depend on the behaviour, not on sled. This crate
 //! knows nothing of actors.
 //!
@@ -14,17 +14,32 @@
 //! - `keys`: the big-endian `u64` key encoding that keeps sequence-keyed trees in order.
 //! - [`seen`]: [`SeenEvents`], de-duplication of incoming events by `correlation_id` over
 //!   a persisted 7-day window (PROTOCOL.md §3).
+//! - [`journal`]: [`Journal`], the dispatch journal: records, instance sets and per-node acks.
 //! - [`outbox`]: [`Outbox`], the durable ordered queue of outgoing events with coalescing
 //!   of superseded progress (PROTOCOL.md §4).
+//! - [`catalog`]: [`Catalog`], the index of the local DICOM cache (patients ↔ sessions ↔
+//!   scans ↔ instances, subject links, pending file deletions) kept in step with
+//!   `{data_dir}/storage` by transactions and by [`repair`] at start-up.
 #![forbid(unsafe_code)]
 
+pub mod catalog;
 pub mod error;
+pub mod journal;
 mod keys;
 pub mod outbox;
 pub mod seen;
 pub mod store;
 
+pub use catalog::{
+    finish_file_deletion, instance_rel_path, is_valid_uid, rebuild_catalog, repair, Catalog,
+    Deletion, InstanceRecord, InstanceSource, RepairReport, ScanSummary, SessionSummary,
+    StoreFigures, MAX_UID_LEN, NO_TICKET, PART_SUFFIX, STORAGE_DIR,
+};
 pub use error::StoreError;
+pub use journal::{
+    Ack, DispatchKind, DispatchRecord, DispatchState, Journal, NodeProgress, NodeStatus, Priority,
+    Stage,
+};
 pub use outbox::{Outbox, OutboxEntry};
 pub use seen::{SeenEvents, SEEN_WINDOW_MS};
 pub use store::Store;

@@ -6,9 +6,15 @@
 use std::fmt;
 use std::path::Path;
 
+use crate::catalog::CatalogTrees;
+use crate::journal::JournalTrees;
 use crate::outbox::OutboxTrees;
 use crate::seen::SeenTrees;
 use crate::StoreError;
+
+/// How long `open` waits for a just-dropped handle's lock: 40 × 50 ms.
+const LOCK_RETRIES: u32 = 40;
+const LOCK_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// The local store. Cloning is cheap (sled handles are reference counted) and every clone
 /// sees the same data, so one `Store` is opened at start-up and handed to whoever needs it.
@@ -20,6 +26,9 @@ pub struct Store {
     pub(crate) seen: SeenTrees,
     /// The outgoing event queue (`outbox.rs`).
     pub(crate) outbox: OutboxTrees,
+    pub(crate) journal: JournalTrees,
+    /// The DICOM cache's catalog (`catalog.rs`).
+    pub(crate) catalog: CatalogTrees,
 }
 
 impl Store {
@@ -28,13 +37,26 @@ impl Store {
     /// Only one process may hold the directory at a time: a second open fails with
     /// [`StoreError::Open`]. Start-up repairs run here (see each area).
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
-        let db = sled::Config::new()
-            .path(dir)
-            .open()
-            .map_err(|source| StoreError::Open {
-                path: dir.to_path_buf(),
-                source,
-            })?;
+        // A `Db` dropped a moment ago (a restart within one process) keeps its directory
+        // lock until sled's flusher thread has noticed; wait that out, but no longer.
+        let mut tries = 0;
+        let db = loop {
+            match sled::Config::new().path(dir).open() {
+                Ok(db) => break db,
+                Err(sled::Error::Io(e))
+                    if tries < LOCK_RETRIES && e.to_string().contains("could not acquire lock") =>
+                {
+                    tries += 1;
+                    std::thread::sleep(LOCK_RETRY_PAUSE);
+                }
+                Err(source) => {
+                    return Err(StoreError::Open {
+                        path: dir.to_path_buf(),
+                        source,
+                    })
+                }
+            }
+        };
         tracing::debug!(path = %dir.display(), "store opened");
         Store::from_db(db)
     }
@@ -54,7 +76,15 @@ impl Store {
     fn from_db(db: sled::Db) -> Result<Store, StoreError> {
         let seen = SeenTrees::open(&db)?;
         let outbox = OutboxTrees::open(&db)?;
-        Ok(Store { db, seen, outbox })
+        let catalog = CatalogTrees::open(&db)?;
+        let journal = JournalTrees::open(&db)?;
+        Ok(Store {
+            db,
+            seen,
+            outbox,
+            catalog,
+            journal,
+        })
     }
 
     /// Writes everything written so far to disk (sled otherwise flushes every 500 ms, and

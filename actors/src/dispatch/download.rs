@@ -1,0 +1,249 @@
+//! Downloading a dispatch's archive (PROTOCOL.md §5): streamed to the job's spool
+//! file, never held in memory; resumed with `Range` where the server answers 206;
+//! same-origin redirects only; no decompression; a per-chunk idle timeout.
+//!
+//! awc reports a connection cut between chunks as a clean end of body, so a
+//! download is complete only when its length is confirmed (Content-Length or
+//! Content-Range) or, without one, when the archive's end record is present.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use awc::http::header;
+use futures_util::StreamExt;
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use url::Url;
+
+/// Deadline for the response head.
+pub const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
+/// A body that sends nothing for this long is a transient failure.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Same-origin redirects followed at most.
+const MAX_REDIRECTS: usize = 5;
+
+/// Why a download did not finish.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DownloadError {
+    /// 404: the entity does not exist (final).
+    #[error("not found")]
+    NotFound,
+    /// 401/403: the key is not allowed to download it (final).
+    #[error("download rejected ({0})")]
+    Rejected(u16),
+    /// A redirect off `api_url`'s origin, or another answer that retrying cannot fix (final).
+    #[error("{0}")]
+    Refused(String),
+    /// 5xx, resets, timeouts, a cut body: retried with backoff.
+    #[error("{0}")]
+    Transient(String),
+    /// The spool file could not be written (disk full, permissions): retried.
+    #[error("spool: {0}")]
+    Local(String),
+}
+
+impl DownloadError {
+    pub fn is_transient(&self) -> bool {
+        matches!(self, DownloadError::Transient(_) | DownloadError::Local(_))
+    }
+}
+
+/// One archive to fetch.
+#[derive(Clone)]
+pub struct Download {
+    pub url: Url,
+    pub proxy_key: String,
+    pub dest: PathBuf,
+    pub tls: Arc<rustls::ClientConfig>,
+}
+
+/// Fetches the archive into `dest`, resuming a partial file when the server allows;
+/// calls `progress(bytes_on_disk)` as data arrives. Returns the archive's size.
+pub async fn download(d: &Download, progress: &dyn Fn(u64)) -> Result<u64, DownloadError> {
+    let client = awc::Client::builder()
+        .connector(awc::Connector::new().rustls_0_23(d.tls.clone()))
+        .timeout(HEAD_TIMEOUT)
+        .disable_redirects()
+        .finish();
+    if let Some(dir) = d.dest.parent() {
+        tokio::fs::create_dir_all(dir)
+            .await
+            .map_err(|e| DownloadError::Local(e.to_string()))?;
+    }
+    let have = tokio::fs::metadata(&d.dest)
+        .await
+        .map(|m| m.len())
+        .unwrap_or(0);
+    let mut url = d.url.clone();
+    let mut hops = 0;
+    let mut resp = loop {
+        let mut req = client
+            .get(url.as_str())
+            .insert_header(("X-Proxy-Key", d.proxy_key.as_str()))
+            .no_decompress();
+        if have > 0 {
+            req = req.insert_header((header::RANGE, format!("bytes={have}-")));
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| DownloadError::Transient(format!("request failed: {e}")))?;
+        let code = resp.status().as_u16();
+        if (300..400).contains(&code) {
+            let next = resp
+                .headers()
+                .get(header::LOCATION)
+                .and_then(|l| l.to_str().ok())
+                .and_then(|l| url.join(l).ok())
+                .ok_or_else(|| {
+                    DownloadError::Refused(format!("redirect ({code}) without a usable Location"))
+                })?;
+            if next.origin() != d.url.origin() {
+                return Err(DownloadError::Refused(format!(
+                    "redirect to another origin refused ({})",
+                    next.origin().ascii_serialization()
+                )));
+            }
+            hops += 1;
+            if hops > MAX_REDIRECTS {
+                return Err(DownloadError::Refused("too many redirects".into()));
+            }
+            url = next;
+            continue;
+        }
+        break resp;
+    };
+    let code = resp.status().as_u16();
+    let (append, expected_total) = match code {
+        200 => (false, content_length(resp.headers())),
+        206 => match content_range(resp.headers()) {
+            Some((start, total)) if start == have => (true, total),
+            _ => {
+                return Err(restart(&d.dest, "inconsistent Content-Range").await);
+            }
+        },
+        416 => return Err(restart(&d.dest, "range not satisfiable").await),
+        404 => return Err(DownloadError::NotFound),
+        401 | 403 => return Err(DownloadError::Rejected(code)),
+        c if c >= 500 => return Err(DownloadError::Transient(format!("server error {c}"))),
+        c => return Err(DownloadError::Refused(format!("unexpected answer {c}"))),
+    };
+    let mut file = tokio::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(!append)
+        .append(append)
+        .open(&d.dest)
+        .await
+        .map_err(|e| DownloadError::Local(e.to_string()))?;
+    let mut written = if append { have } else { 0 };
+    progress(written);
+    loop {
+        let chunk = match tokio::time::timeout(IDLE_TIMEOUT, resp.next()).await {
+            Err(_) => {
+                let _ = file.sync_all().await;
+                return Err(DownloadError::Transient(format!(
+                    "no data for {} s",
+                    IDLE_TIMEOUT.as_secs()
+                )));
+            }
+            Ok(None) => break,
+            Ok(Some(Err(e))) => {
+                let _ = file.sync_all().await;
+                return Err(DownloadError::Transient(format!("body cut: {e}")));
+            }
+            Ok(Some(Ok(bytes))) => bytes,
+        };
+        file.write_all(&chunk)
+            .await
+            .map_err(|e| DownloadError::Local(e.to_string()))?;
+        written += chunk.len() as u64;
+        progress(written);
+    }
+    file.sync_all()
+        .await
+        .map_err(|e| DownloadError::Local(e.to_string()))?;
+    drop(file);
+    match expected_total {
+        Some(total) if written < total => Err(DownloadError::Transient(format!(
+            "body cut after {written} of {total} bytes"
+        ))),
+        Some(total) if written > total => Err(restart(&d.dest, "more bytes than announced").await),
+        Some(_) => Ok(written),
+        None if has_zip_end_record(&d.dest).await => Ok(written),
+        None => Err(DownloadError::Transient(format!(
+            "body ended after {written} bytes without the archive's end record"
+        ))),
+    }
+}
+
+/// Deletes a partial file that cannot be resumed; the retry starts from zero.
+async fn restart(dest: &Path, why: &str) -> DownloadError {
+    let _ = tokio::fs::remove_file(dest).await;
+    DownloadError::Transient(format!("{why}; starting over"))
+}
+
+fn content_length(h: &header::HeaderMap) -> Option<u64> {
+    h.get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// `Content-Range: bytes START-END/TOTAL` → (START, TOTAL if known).
+fn content_range(h: &header::HeaderMap) -> Option<(u64, Option<u64>)> {
+    parse_content_range(h.get(header::CONTENT_RANGE)?.to_str().ok()?)
+}
+
+fn parse_content_range(v: &str) -> Option<(u64, Option<u64>)> {
+    let rest = v.trim().strip_prefix("bytes ")?;
+    let (range, total) = rest.split_once('/')?;
+    let (start, _end) = range.split_once('-')?;
+    let start = start.trim().parse().ok()?;
+    let total = match total.trim() {
+        "*" => None,
+        t => Some(t.parse().ok()?),
+    };
+    Some((start, total))
+}
+
+/// Whether the file ends with a zip end-of-central-directory record (within the
+/// last 64 KiB + 22 bytes, the record's maximal distance from the end).
+pub async fn has_zip_end_record(path: &Path) -> bool {
+    const EOCD: [u8; 4] = [0x50, 0x4b, 0x05, 0x06];
+    let Ok(mut f) = tokio::fs::File::open(path).await else {
+        return false;
+    };
+    let Ok(len) = f.metadata().await.map(|m| m.len()) else {
+        return false;
+    };
+    let tail = len.min(65_536 + 22);
+    if tail < 22 || f.seek(std::io::SeekFrom::Start(len - tail)).await.is_err() {
+        return false;
+    }
+    let mut buf = vec![0u8; tail as usize];
+    if f.read_exact(&mut buf).await.is_err() {
+        return false;
+    }
+    buf.windows(4)
+        .rposition(|w| w == EOCD)
+        .is_some_and(|i| buf.len() - i >= 22)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_range_parsing() {
+        assert_eq!(
+            parse_content_range("bytes 100-199/1000"),
+            Some((100, Some(1000)))
+        );
+        assert_eq!(parse_content_range("bytes 5-9/*"), Some((5, None)));
+        assert_eq!(parse_content_range("items 1-2/3"), None);
+        assert_eq!(parse_content_range("bytes x-1/2"), None);
+    }
+}

@@ -1,0 +1,2 @@
+//! Dispatch: download → extract → index → send → report.
+pub mod download;
