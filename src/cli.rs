@@ -25,12 +25,43 @@ pub enum Command {
     Demo(DemoArgs),
     /// Exit 0 if the local /readyz answers ready (Docker HEALTHCHECK).
     Healthcheck(LocalApiArgs),
+    /// Dispatches of a running appliance.
+    Dispatches {
+        #[command(subcommand)]
+        command: DispatchesCommand,
+        #[command(flatten)]
+        api: LocalApiArgs,
+    },
     /// PACS nodes of a running appliance.
     Nodes {
         #[command(subcommand)]
         command: NodesCommand,
         #[command(flatten)]
         api: LocalApiArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DispatchesCommand {
+    /// List dispatches, newest first.
+    List {
+        /// Only this state: active, completed, failed or cancelled.
+        #[arg(long)]
+        status: Option<String>,
+    },
+    /// Replay dispatches (by id or correlation id), or every failed one.
+    Replay {
+        /// Dispatch ids or correlation ids.
+        ids: Vec<String>,
+        /// Replay every failed dispatch.
+        #[arg(long, conflicts_with = "ids")]
+        failed: bool,
+        /// With --failed: only those updated since this RFC 3339 time.
+        #[arg(long, requires = "failed")]
+        since: Option<String>,
+        /// Only these nodes (repeatable).
+        #[arg(long = "node")]
+        nodes: Vec<String>,
     },
 }
 

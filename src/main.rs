@@ -16,5 +16,6 @@ fn main() -> ExitCode {
         }
         Command::Healthcheck(api) => laminate_proxy::ops::healthcheck(api),
         Command::Nodes { command, api } => laminate_proxy::ops::nodes(command, api),
+        Command::Dispatches { command, api } => laminate_proxy::ops::dispatches(command, api),
     }
 }

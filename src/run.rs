@@ -90,6 +90,9 @@ fn run(settings: Settings) -> Result<(), Refusal> {
     let store_dir = settings.data_dir.join("store");
     let store = Store::open(&store_dir)
         .with_context(|| format!("cannot open the store in {}", store_dir.display()))?;
+    let repaired = system::repair_cache(&store, &settings.data_dir)
+        .context("cannot repair the local cache index")?;
+    tracing::info!(report = ?repaired, "local cache checked");
 
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
@@ -110,6 +113,7 @@ fn run(settings: Settings) -> Result<(), Refusal> {
                 proxy_key: settings.proxy_key.expose().to_owned(),
                 tls,
             },
+            api_url: settings.api_url.clone(),
             loaded,
             store: store.clone(),
             log_level_hook: Some(log_hook),

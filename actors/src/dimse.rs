@@ -55,6 +55,48 @@ pub fn c_echo_rq(message_id: u16) -> Result<Vec<u8>, DimseError> {
     ])
 }
 
+/// CommandDataSetType of a request carrying a data set (any value but 0x0101).
+pub const DATA_SET_PRESENT: u16 = 0x0000;
+/// Priority MEDIUM.
+pub const PRIORITY_MEDIUM: u16 = 0x0000;
+
+/// The C-STORE-RQ command set for one instance; `sop_instance_uid` must be
+/// the one in the data set that follows.
+pub fn c_store_rq(
+    message_id: u16,
+    sop_class_uid: &str,
+    sop_instance_uid: &str,
+) -> Result<Vec<u8>, DimseError> {
+    encode_command(vec![
+        DataElement::new(
+            tags::AFFECTED_SOP_CLASS_UID,
+            VR::UI,
+            PrimitiveValue::from(sop_class_uid),
+        ),
+        DataElement::new(
+            tags::COMMAND_FIELD,
+            VR::US,
+            PrimitiveValue::from(C_STORE_RQ),
+        ),
+        DataElement::new(tags::MESSAGE_ID, VR::US, PrimitiveValue::from(message_id)),
+        DataElement::new(
+            tags::PRIORITY,
+            VR::US,
+            PrimitiveValue::from(PRIORITY_MEDIUM),
+        ),
+        DataElement::new(
+            tags::COMMAND_DATA_SET_TYPE,
+            VR::US,
+            PrimitiveValue::from(DATA_SET_PRESENT),
+        ),
+        DataElement::new(
+            tags::AFFECTED_SOP_INSTANCE_UID,
+            VR::UI,
+            PrimitiveValue::from(sop_instance_uid),
+        ),
+    ])
+}
+
 /// What a response command set says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Response {
@@ -106,6 +148,36 @@ mod tests {
                 .to_int::<u16>()
                 .ok(),
             Some(7)
+        );
+    }
+
+    #[test]
+    fn store_request_pads_odd_uids_with_nul_and_keeps_them() {
+        let rq = c_store_rq(9, "1.2.840.10008.5.1.4.1.1.2", "1.2.3").expect("encodes");
+        assert_eq!(rq.len() % 2, 0);
+        let obj =
+            InMemDicomObject::read_dataset_with_ts(&rq[..], &IMPLICIT_VR_LITTLE_ENDIAN.erased())
+                .expect("decodes");
+        let uid = obj
+            .element(tags::AFFECTED_SOP_INSTANCE_UID)
+            .expect("uid")
+            .to_str()
+            .expect("str")
+            .to_string();
+        assert_eq!(uid.trim_end_matches('\0'), "1.2.3");
+        let raw = obj
+            .element(tags::AFFECTED_SOP_INSTANCE_UID)
+            .expect("uid")
+            .to_bytes()
+            .expect("bytes")
+            .to_vec();
+        assert_eq!(raw, b"1.2.3\0");
+        assert_eq!(
+            obj.element(tags::COMMAND_FIELD)
+                .expect("cf")
+                .to_int::<u16>()
+                .ok(),
+            Some(C_STORE_RQ)
         );
     }
 

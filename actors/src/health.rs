@@ -250,20 +250,24 @@ impl<T> PanicReply for Option<T> {
     }
 }
 
-/// The error a handler's caller sees when the handler panicked.
+/// Why a handler did not handle its message (the caller must not treat it as done).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("the handler panicked; the actor is restarting")]
-pub struct HandlerPanicked;
+pub enum HandlerFailed {
+    #[error("the handler panicked; the actor is restarting")]
+    Panicked,
+    #[error("{0}")]
+    Failed(String),
+}
 
-impl<T> PanicReply for Result<T, HandlerPanicked> {
+impl<T> PanicReply for Result<T, HandlerFailed> {
     fn panicked() -> Self {
-        Err(HandlerPanicked)
+        Err(HandlerFailed::Panicked)
     }
 }
 
 impl<T> PanicReply for Result<T, String> {
     fn panicked() -> Self {
-        Err(HandlerPanicked.to_string())
+        Err(HandlerFailed::Panicked.to_string())
     }
 }
 
@@ -368,10 +372,10 @@ mod tests {
         }
     }
     #[derive(Message)]
-    #[rtype(result = "Result<u32, HandlerPanicked>")]
+    #[rtype(result = "Result<u32, HandlerFailed>")]
     struct Work(bool);
     impl Handler<Work> for Boom {
-        type Result = Result<u32, HandlerPanicked>;
+        type Result = Result<u32, HandlerFailed>;
         fn handle(&mut self, w: Work, _: &mut Context<Self>) -> Self::Result {
             assert!(!w.0, "asked to panic");
             self.handled.fetch_add(1, Ordering::Relaxed);
@@ -393,7 +397,10 @@ mod tests {
         });
         let mb = Mailbox::new(addr, health.clone());
         assert_eq!(mb.send(Work(false)).await.ok(), Some(Ok(7)));
-        assert_eq!(mb.send(Work(true)).await.ok(), Some(Err(HandlerPanicked)));
+        assert_eq!(
+            mb.send(Work(true)).await.ok(),
+            Some(Err(HandlerFailed::Panicked))
+        );
         assert_eq!(mb.send(Work(false)).await.ok(), Some(Ok(7)));
         assert_eq!(health.restarts(), 1);
         assert_eq!(health.state(), ActorState::Running);

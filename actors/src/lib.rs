@@ -11,6 +11,9 @@
 //! - [`config`]: applies `proxy.*` events to the config files and tells the others.
 //! - [`heartbeat`]: `proxy.heartbeat` on connect and every interval.
 //! - [`nodes`]: C-ECHO of the PACS nodes.
+//! - [`dispatch`]: the dispatcher and one job per dispatch: download → extract → index → send → report.
+//! - [`send`]: the C-STORE sender: associations per node over a shared work list.
+//! - [`deletion`]: `session.deleted` / `scan.deleted` against the local store.
 //! - [`envelope`]: the wire envelope, parsing untrusted frames and building outgoing ones.
 //! - [`dimse`]: DIMSE command sets (C-ECHO, C-STORE) shared by the DICOM code.
 //! - [`health`]: actor health registry, mailbox gauges and the panic guard.
@@ -22,6 +25,7 @@
 pub mod board;
 pub mod clock;
 pub mod config;
+pub mod deletion;
 pub mod dimse;
 pub mod dispatch;
 pub mod envelope;
@@ -31,4 +35,5 @@ pub mod link;
 pub mod nodes;
 pub mod peers;
 pub mod router;
+pub mod send;
 pub mod system;

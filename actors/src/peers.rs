@@ -9,6 +9,8 @@
 use std::sync::{Arc, OnceLock};
 
 use crate::config::ConfigActor;
+use crate::deletion::DeletionActor;
+use crate::dispatch::Dispatcher;
 use crate::health::Mailbox;
 use crate::heartbeat::HeartbeatActor;
 use crate::link::LinkActor;
@@ -22,6 +24,8 @@ pub struct Peers {
     pub config: Mailbox<ConfigActor>,
     pub heartbeat: Mailbox<HeartbeatActor>,
     pub nodes: Mailbox<NodeMonitor>,
+    pub dispatcher: Mailbox<Dispatcher>,
+    pub deletion: Mailbox<DeletionActor>,
 }
 
 /// Shared, set-once holder of [`Peers`].

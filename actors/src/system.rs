@@ -9,18 +9,24 @@ use laminate_store::Store;
 
 use crate::board::{Board, SharedBoard};
 use crate::config::{ConfigActor, LogLevelHook};
+use crate::deletion::DeletionActor;
+use crate::dispatch::extract::ExtractLimits;
+use crate::dispatch::{Dispatcher, JobEnv};
 use crate::health::{HealthRegistry, Mailbox};
 use crate::heartbeat::HeartbeatActor;
 use crate::link::{LinkActor, LinkSettings};
 use crate::nodes::NodeMonitor;
 use crate::peers::{Peers, PeersCell};
 use crate::router::RouterActor;
+use crate::send::SendOptions;
 
 /// What the actors need to start.
 pub struct SystemConfig {
     pub data_dir: PathBuf,
     pub appliance_ae: String,
     pub link: LinkSettings,
+    /// The backend's REST base (downloads).
+    pub api_url: url::Url,
     pub loaded: LoadedConfig,
     pub store: Store,
     pub log_level_hook: Option<LogLevelHook>,
@@ -44,11 +50,43 @@ pub fn start(cfg: SystemConfig) -> Running {
         data_dir,
         appliance_ae,
         link,
+        api_url,
         loaded,
         store,
         log_level_hook,
     } = cfg;
     let heartbeat_interval = loaded.settings.heartbeat_interval_s;
+    let dispatcher = {
+        let h = health.register("dispatcher");
+        let jobs = health.register("dispatch-jobs");
+        let env = JobEnv {
+            store: store.clone(),
+            peers: cell.clone(),
+            data_dir: data_dir.clone(),
+            api_url,
+            proxy_key: link.proxy_key.clone(),
+            tls: link.tls.clone(),
+            appliance_ae: appliance_ae.clone(),
+            limits: ExtractLimits::default(),
+            send: SendOptions::default(),
+        };
+        let (hc, b) = (h.clone(), board.clone());
+        let (nodes, settings, status) = (
+            loaded.nodes.nodes.clone(),
+            loaded.settings.clone(),
+            loaded.status.clone(),
+        );
+        let addr = Supervisor::start(move |_| {
+            Dispatcher::new(hc, jobs, b, env, nodes, &settings, &status)
+        });
+        Mailbox::new(addr, h)
+    };
+    let deletion = {
+        let h = health.register("deletion");
+        let (hc, s, d, p) = (h.clone(), store.clone(), data_dir.clone(), cell.clone());
+        let addr = Supervisor::start(move |_| DeletionActor::new(hc, s, d, p));
+        Mailbox::new(addr, h)
+    };
 
     let config = {
         let h = health.register("config");
@@ -88,6 +126,8 @@ pub fn start(cfg: SystemConfig) -> Running {
         config,
         heartbeat,
         nodes,
+        dispatcher,
+        deletion,
     };
     // Set before any actor runs: they are only polled once this function returns.
     cell.set(peers.clone());
@@ -96,4 +136,37 @@ pub fn start(cfg: SystemConfig) -> Running {
         peers,
         store,
     }
+}
+
+/// Start-up repair of the local cache (APPLIANCE.md "The local store"): finishes
+/// interrupted deletions, drops index entries whose file is gone, and indexes
+/// (or removes, when unreadable) files that have no entry. Blocking; run it
+/// before the actors start.
+pub fn repair_cache(
+    store: &Store,
+    data_dir: &std::path::Path,
+) -> Result<laminate_store::RepairReport, laminate_store::StoreError> {
+    let index = |path: &std::path::Path| -> Option<laminate_store::InstanceRecord> {
+        let h = crate::dispatch::index::index_file(path).ok()??;
+        let path_rel = laminate_store::instance_rel_path(
+            &h.study_instance_uid,
+            &h.series_instance_uid,
+            &h.sop_instance_uid,
+        )
+        .ok()?;
+        Some(laminate_store::InstanceRecord {
+            sop_instance_uid: h.sop_instance_uid,
+            sop_class_uid: h.sop_class_uid,
+            transfer_syntax: h.transfer_syntax,
+            study_instance_uid: h.study_instance_uid,
+            series_instance_uid: h.series_instance_uid,
+            series_number: h.series_number,
+            patient_id: h.patient_id,
+            path: path_rel,
+            size: h.file_size,
+            source: laminate_store::InstanceSource::Ingest,
+            stored_at_ms: crate::clock::now_ms(),
+        })
+    };
+    laminate_store::repair(store, data_dir, &index)
 }

@@ -3,6 +3,8 @@
 
 use std::sync::atomic::Ordering;
 
+use laminate_store::{Catalog, DispatchState, Journal};
+
 use actix_web::{web, HttpResponse};
 use serde_json::json;
 
@@ -39,18 +41,8 @@ pub async fn status(state: web::Data<AppState>) -> HttpResponse {
             "last_error": board.config_error(),
             "unknown_keys": board.unknown_config_keys(),
         },
-        "store": {
-            "patients": null,
-            "sessions": null,
-            "scans": null,
-            "instances": null,
-            "bytes": state.running.store.size_on_disk().ok(),
-        },
-        "dispatches": {
-            "active": board.active_dispatches(),
-            "queued": null,
-            "failed": null,
-        },
+        "store": store_figures(&state),
+        "dispatches": dispatch_figures(&state),
         "outbox": { "depth": board.outbox_depth() },
     }))
 }
@@ -82,4 +74,50 @@ pub async fn nodes(state: web::Data<AppState>) -> HttpResponse {
         })
         .collect();
     HttpResponse::Ok().json(rows)
+}
+
+fn store_figures(state: &AppState) -> serde_json::Value {
+    let store = &state.running.store;
+    match store.figures() {
+        Ok(f) => json!({
+            "patients": f.patients,
+            "sessions": f.sessions,
+            "scans": f.scans,
+            "instances": f.instances,
+            "bytes": f.bytes,
+            "db_bytes": store.size_on_disk().ok(),
+        }),
+        Err(e) => {
+            json!({ "error": e.to_string(), "patients": null, "sessions": null, "scans": null, "instances": null, "bytes": null })
+        }
+    }
+}
+
+fn dispatch_figures(state: &AppState) -> serde_json::Value {
+    match state.running.store.journal_all() {
+        Ok(all) => {
+            let count = |s: DispatchState| all.iter().filter(|r| r.state() == s).count();
+            let queued = all
+                .iter()
+                .filter(|r| {
+                    r.state() == DispatchState::Active && r.stage == laminate_store::Stage::Queued
+                })
+                .count();
+            json!({
+                "active": count(DispatchState::Active),
+                "queued": queued,
+                "failed": count(DispatchState::Failed),
+                "completed": count(DispatchState::Completed),
+                "cancelled": count(DispatchState::Cancelled),
+            })
+        }
+        Err(e) => json!({ "error": e.to_string(), "active": null, "queued": null, "failed": null }),
+    }
+}
+
+pub async fn sessions(state: web::Data<AppState>) -> HttpResponse {
+    match state.running.store.sessions() {
+        Ok(s) => HttpResponse::Ok().json(s),
+        Err(e) => HttpResponse::InternalServerError().json(json!({ "error": e.to_string() })),
+    }
 }

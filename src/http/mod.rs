@@ -3,11 +3,13 @@
 //! them messages; it never changes state by itself.
 //!
 //! Files: `probes.rs` (`/healthz`, `/readyz`), `api.rs` (JSON reads),
-//! `actions.rs` (POST operator actions), `auth.rs` (the token rule).
+//! `actions.rs` (POST operator actions on nodes), `dispatches.rs` (dispatch reads
+//! and actions), `auth.rs` (the token rule).
 
 mod actions;
 mod api;
 mod auth;
+mod dispatches;
 mod probes;
 
 use std::net::SocketAddr;
@@ -30,7 +32,22 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/api/status", web::get().to(api::status))
         .route("/api/actors", web::get().to(api::actors))
         .route("/api/nodes", web::get().to(api::nodes))
-        .route("/api/nodes/{id}/echo", web::post().to(actions::echo_node));
+        .route("/api/nodes/{id}/echo", web::post().to(actions::echo_node))
+        .route("/api/sessions", web::get().to(api::sessions))
+        .route("/api/dispatches", web::get().to(dispatches::list))
+        .route(
+            "/api/dispatches/replay",
+            web::post().to(dispatches::replay_all),
+        )
+        .route("/api/dispatches/{id}", web::get().to(dispatches::detail))
+        .route(
+            "/api/dispatches/{id}/replay",
+            web::post().to(dispatches::replay),
+        )
+        .route(
+            "/api/dispatches/{id}/cancel",
+            web::post().to(dispatches::cancel),
+        );
 }
 
 /// Binds the server; the caller awaits it.

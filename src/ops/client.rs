@@ -34,14 +34,18 @@ impl LocalApi {
     }
 
     pub fn get(&self, path: &str) -> Result<(u16, String), String> {
-        self.call(false, path)
+        self.call(false, path, None)
     }
 
     pub fn post(&self, path: &str) -> Result<(u16, String), String> {
-        self.call(true, path)
+        self.call(true, path, None)
     }
 
-    fn call(&self, post: bool, path: &str) -> Result<(u16, String), String> {
+    pub fn post_body(&self, path: &str, json: Option<String>) -> Result<(u16, String), String> {
+        self.call(true, path, json)
+    }
+
+    fn call(&self, post: bool, path: &str, json: Option<String>) -> Result<(u16, String), String> {
         let url = format!("{}{}", self.base, path);
         let token = self.token.clone();
         actix_rt::System::new().block_on(async move {
@@ -54,10 +58,11 @@ impl LocalApi {
             if let Some(t) = token {
                 req = req.bearer_auth(t);
             }
-            let mut resp = req
-                .send()
-                .await
-                .map_err(|e| format!("cannot reach the appliance at {url}: {e}"))?;
+            let sent = match json {
+                Some(body) => req.content_type("application/json").send_body(body).await,
+                None => req.send().await,
+            };
+            let mut resp = sent.map_err(|e| format!("cannot reach the appliance at {url}: {e}"))?;
             let body = resp
                 .body()
                 .limit(16 * 1024 * 1024)

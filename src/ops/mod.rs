@@ -1,11 +1,11 @@
 //! Operator commands that talk to a running appliance's local API:
-//! `healthcheck`, `nodes list`, `nodes echo`.
+//! `healthcheck`, `nodes list|echo`, `dispatches list|replay`.
 
 mod client;
 
 use std::process::ExitCode;
 
-use crate::cli::{LocalApiArgs, NodesCommand};
+use crate::cli::{DispatchesCommand, LocalApiArgs, NodesCommand};
 use client::LocalApi;
 
 /// `laminate-proxy healthcheck`: exit 0 when `/readyz` answers ready.
@@ -94,6 +94,129 @@ pub fn nodes(cmd: NodesCommand, api: LocalApiArgs) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("laminate-proxy nodes: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `laminate-proxy dispatches …`.
+pub fn dispatches(cmd: DispatchesCommand, api: LocalApiArgs) -> ExitCode {
+    let api = match LocalApi::new(&api) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("laminate-proxy dispatches: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let outcome = match cmd {
+        DispatchesCommand::List { status } => {
+            let path = match status {
+                Some(s) => format!("/api/dispatches?status={s}"),
+                None => "/api/dispatches".to_owned(),
+            };
+            api.get(&path).and_then(|(code, body)| {
+                if code != 200 {
+                    return Err(format!("{code}: {body}"));
+                }
+                let rows: Vec<serde_json::Value> =
+                    serde_json::from_str(&body).map_err(|e| format!("bad answer: {e}"))?;
+                println!(
+                    "{:<9} {:<10} {:<8} {:<28} {:<24} NODES",
+                    "ID", "STATE", "PRIORITY", "ENTITY", "UPDATED"
+                );
+                for r in rows {
+                    let nodes: Vec<String> = r["nodes"]
+                        .as_array()
+                        .map(|ns| {
+                            ns.iter()
+                                .map(|n| {
+                                    format!(
+                                        "{}={} {}/{}",
+                                        n["node_id"].as_str().unwrap_or("?"),
+                                        n["status"].as_str().unwrap_or("?"),
+                                        n["files_sent"],
+                                        n["files_total"]
+                                    )
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    println!(
+                        "{:<9} {:<10} {:<8} {:<28} {:<24} {}",
+                        r["id"].as_str().unwrap_or("?"),
+                        r["state"].as_str().unwrap_or("?"),
+                        r["priority"].as_str().unwrap_or("?"),
+                        format!(
+                            "{} {}",
+                            r["entity_type"].as_str().unwrap_or("?"),
+                            r["entity_id"].as_str().unwrap_or("?")
+                        ),
+                        r["updated_at"].as_str().unwrap_or("?"),
+                        nodes.join(", ")
+                    );
+                }
+                Ok(())
+            })
+        }
+        DispatchesCommand::Replay {
+            ids,
+            failed,
+            since,
+            nodes,
+        } => {
+            if failed {
+                let mut path = "/api/dispatches/replay?status=failed".to_owned();
+                if let Some(s) = since {
+                    path.push_str("&since=");
+                    path.push_str(&s.replace('+', "%2B"));
+                }
+                api.post(&path).and_then(|(code, body)| {
+                    let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+                    if code == 200 {
+                        let ids = v["replayed"].as_array().map(|a| a.len()).unwrap_or(0);
+                        println!("replayed {ids} failed dispatch(es): {}", v["replayed"]);
+                        Ok(())
+                    } else {
+                        Err(format!(
+                            "{code}: {}",
+                            v["error"].as_str().unwrap_or(body.trim())
+                        ))
+                    }
+                })
+            } else if ids.is_empty() {
+                Err("name the dispatches to replay, or use --failed".into())
+            } else {
+                let body = if nodes.is_empty() {
+                    None
+                } else {
+                    Some(serde_json::json!({ "nodes": nodes }).to_string())
+                };
+                let mut errors = Vec::new();
+                for id in ids {
+                    match api.post_body(&format!("/api/dispatches/{id}/replay"), body.clone()) {
+                        Ok((200, _)) => println!("{id}: replaying"),
+                        Ok((code, b)) => {
+                            let v: serde_json::Value = serde_json::from_str(&b).unwrap_or_default();
+                            errors.push(format!(
+                                "{id}: {code} {}",
+                                v["error"].as_str().unwrap_or(b.trim())
+                            ));
+                        }
+                        Err(e) => errors.push(format!("{id}: {e}")),
+                    }
+                }
+                if errors.is_empty() {
+                    Ok(())
+                } else {
+                    Err(errors.join("; "))
+                }
+            }
+        }
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("laminate-proxy dispatches: {e}");
             ExitCode::FAILURE
         }
     }

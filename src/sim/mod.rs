@@ -29,6 +29,7 @@
 mod downloads;
 mod server;
 mod state;
+pub mod study;
 pub mod tls;
 mod ws;
 

@@ -87,6 +87,28 @@ impl Appliance {
         a
     }
 
+    /// Starts with `nodes.json` (and optionally `proxy.json`) written beforehand.
+    pub fn start_with_nodes(backend_url: &str, nodes: Value, proxy: Option<Value>) -> Appliance {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let mut a = Appliance::with_dir(tmp.path().to_path_buf(), backend_url, &[]);
+        a._tmp = Some(tmp);
+        a.write_config("nodes.json", &json!({ "nodes": nodes }));
+        if let Some(p) = proxy {
+            a.write_config("proxy.json", &p);
+        }
+        a.spawn();
+        a
+    }
+
+    pub fn write_config(&self, name: &str, v: &Value) {
+        std::fs::create_dir_all(&self.data_dir).expect("mkdir");
+        std::fs::write(
+            self.data_dir.join(name),
+            serde_json::to_vec_pretty(v).expect("json"),
+        )
+        .expect("write config");
+    }
+
     /// Same, with a given directory (kept), not yet started.
     pub fn with_dir(dir: PathBuf, backend_url: &str, extra: &[&str]) -> Appliance {
         let data_dir = dir.join("data");
@@ -261,27 +283,38 @@ pub fn run_binary(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) 
     (out.status.code(), text)
 }
 
-/// A dcmtk storescp on a free port, as a PACS node. Killed on drop.
+/// A dcmtk storescp on a loopback port, as a PACS node. Killed on drop.
 pub struct StoreScp {
     pub port: u16,
     pub ae: String,
     child: Child,
     pub dir: tempfile::TempDir,
+    log: PathBuf,
 }
 
 impl StoreScp {
     pub fn start(ae: &str) -> StoreScp {
-        let port = free_port();
+        StoreScp::start_on(free_port(), ae, &[])
+    }
+
+    /// With extra options, e.g. `+xi` (Implicit VR LE only) or `+xa` (all syntaxes).
+    pub fn start_on(port: u16, ae: &str, extra: &[&str]) -> StoreScp {
         let dir = tempfile::tempdir().expect("tempdir");
+        let log = dir.path().join("storescp.log");
+        let out = File::create(&log).expect("log");
+        let err = out.try_clone().expect("log");
+        let recv = dir.path().join("received");
+        std::fs::create_dir_all(&recv).expect("mkdir");
         let child = Command::new("/usr/bin/storescp")
-            .args(["-aet", ae, "-od"])
-            .arg(dir.path())
+            .args(["-v", "-aet", ae])
+            .args(extra)
+            .arg("-od")
+            .arg(&recv)
             .arg(port.to_string())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stdout(Stdio::from(out))
+            .stderr(Stdio::from(err))
             .spawn()
             .expect("dcmtk storescp (apt-get install dcmtk)");
-        // Wait until it listens.
         eventually(Duration::from_secs(10), || {
             std::net::TcpStream::connect(("127.0.0.1", port))
                 .ok()
@@ -293,7 +326,51 @@ impl StoreScp {
             ae: ae.to_owned(),
             child,
             dir,
+            log,
         }
+    }
+
+    /// C-STORE requests received so far (re-sends included).
+    pub fn store_requests(&self) -> usize {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("Received Store Request"))
+            .count()
+    }
+
+    /// The SOP Instance UIDs of the files it wrote (each once).
+    pub fn sop_uids(&self) -> std::collections::BTreeSet<String> {
+        let mut out = std::collections::BTreeSet::new();
+        for e in std::fs::read_dir(self.dir.path().join("received"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if let Ok(Some(h)) = laminate_actors::dispatch::index::index_file(&e.path()) {
+                out.insert(h.sop_instance_uid);
+            }
+        }
+        out
+    }
+
+    /// The transfer syntax each received instance was written in, by SOP Instance UID.
+    pub fn syntaxes(&self) -> std::collections::BTreeMap<String, String> {
+        let mut out = std::collections::BTreeMap::new();
+        for e in std::fs::read_dir(self.dir.path().join("received"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if let Ok(Some(h)) = laminate_actors::dispatch::index::index_file(&e.path()) {
+                out.insert(h.sop_instance_uid, h.transfer_syntax);
+            }
+        }
+        out
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 }
 
@@ -302,6 +379,68 @@ impl Drop for StoreScp {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A node definition for `proxy.nodes_changed`.
+pub fn node(id: &str, ae: &str, port: u16) -> Value {
+    json!({"node_id": id, "name": format!("PACS {id}"), "ae_title": ae, "host": "127.0.0.1",
+           "port": port, "storage_path": "/data/dicom", "is_active": true})
+}
+
+/// A dispatch event from the backend.
+pub fn dispatch_event(
+    kind: &str,
+    entity_id: &str,
+    corr: &str,
+    nodes: &[&str],
+    priority: &str,
+) -> Value {
+    let mut payload = json!({"nodes": nodes, "priority": priority, "subject_id": "subj_1"});
+    match kind {
+        "session" => payload["session_label"] = json!("MRI-1"),
+        "scan" => {
+            payload["session_id"] = json!("sess_1");
+            payload["scan_label"] = json!("T1")
+        }
+        _ => payload["subject_label"] = json!("S-01"),
+    }
+    json!({
+        "event_type": format!("{kind}.dispatch"),
+        "workspace_id": "ws_test",
+        "timestamp": "2025-10-04T10:30:00.000Z",
+        "correlation_id": corr,
+        "entity_type": kind,
+        "entity_id": entity_id,
+        "payload": payload,
+    })
+}
+
+/// The `dispatch.status` events for one correlation id and node, in order.
+pub fn statuses(sim: &BackendSim, corr: &str, node: &str) -> Vec<Value> {
+    sim.frames()
+        .into_iter()
+        .filter(|f| {
+            f["event_type"] == "dispatch.status"
+                && f["correlation_id"] == corr
+                && f["payload"]["node_id"] == node
+        })
+        .map(|f| f["payload"].clone())
+        .collect()
+}
+
+/// Waits for a final status of (corr, node) and returns it.
+pub fn wait_final(sim: &BackendSim, corr: &str, node: &str, timeout: Duration) -> Option<Value> {
+    let (c, n) = (corr.to_owned(), node.to_owned());
+    sim.wait_frame(timeout, move |f| {
+        f["event_type"] == "dispatch.status"
+            && f["correlation_id"] == c.as_str()
+            && f["payload"]["node_id"] == n.as_str()
+            && matches!(
+                f["payload"]["status"].as_str(),
+                Some("completed" | "failed" | "cancelled")
+            )
+    })
+    .map(|f| f["payload"].clone())
 }
 
 pub fn path_exists(p: &Path) -> bool {

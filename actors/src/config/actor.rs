@@ -10,10 +10,10 @@ use laminate_config::{
 };
 use serde_json::Value;
 
-use super::messages::{ConfigEventReceived, NodesUpdated, SettingsUpdated};
+use super::messages::{ConfigEventReceived, NodesUpdated, ProxyStatusUpdated, SettingsUpdated};
 use crate::board::SharedBoard;
 use crate::envelope::EventKind;
-use crate::health::{ActorHealth, ActorState, HandlerPanicked, Monitored};
+use crate::health::{ActorHealth, ActorState, HandlerFailed, Monitored};
 use crate::peers::PeersCell;
 
 /// Applies a new log level (the binary owns the subscriber).
@@ -64,7 +64,9 @@ impl ConfigActor {
         self.board.set_nodes(list.as_ref().clone());
         tracing::info!(added = ?diff.added, removed = ?diff.removed, updated = ?diff.updated, "nodes changed");
         if let Some(peers) = self.peers.get() {
-            peers.nodes.do_send(NodesUpdated { nodes: list, diff });
+            let update = NodesUpdated { nodes: list, diff };
+            peers.dispatcher.do_send(update.clone());
+            peers.nodes.do_send(update);
         }
         Ok(())
     }
@@ -86,6 +88,9 @@ impl ConfigActor {
             }
         }
         if let Some(peers) = self.peers.get() {
+            peers
+                .dispatcher
+                .do_send(SettingsUpdated(merge.settings.clone()));
             peers.heartbeat.do_send(SettingsUpdated(merge.settings));
         }
         Ok(())
@@ -97,7 +102,10 @@ impl ConfigActor {
         save_status(&self.data_dir, &status).map_err(|e| e.to_string())?;
         tracing::info!(status = ?status.status, is_active = status.is_active, reason = %status.reason, "proxy status changed");
         self.current.status = status.clone();
-        self.board.set_proxy_status(status);
+        self.board.set_proxy_status(status.clone());
+        if let Some(peers) = self.peers.get() {
+            peers.dispatcher.do_send(ProxyStatusUpdated(status));
+        }
         Ok(())
     }
 }
@@ -125,7 +133,7 @@ impl Monitored for ConfigActor {
 }
 
 impl Handler<ConfigEventReceived> for ConfigActor {
-    type Result = Result<(), HandlerPanicked>;
+    type Result = Result<(), HandlerFailed>;
     fn handle(&mut self, msg: ConfigEventReceived, _: &mut Context<Self>) -> Self::Result {
         let ev = msg.0;
         let payload = Value::Object(ev.payload.clone());

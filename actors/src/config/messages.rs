@@ -3,14 +3,14 @@
 use std::sync::Arc;
 
 use actix::Message;
-use laminate_config::{Node, NodesDiff, ProxySettings};
+use laminate_config::{Node, NodesDiff, ProxySettings, StatusFile};
 
 use crate::envelope::Incoming;
-use crate::health::HandlerPanicked;
+use crate::health::HandlerFailed;
 
 /// A `proxy.*` event for the config actor; answered once it is applied or rejected.
 #[derive(Debug, Message)]
-#[rtype(result = "Result<(), HandlerPanicked>")]
+#[rtype(result = "Result<(), HandlerFailed>")]
 pub struct ConfigEventReceived(pub Incoming);
 
 /// Published: the node list changed.
@@ -20,6 +20,11 @@ pub struct NodesUpdated {
     pub nodes: Arc<Vec<Node>>,
     pub diff: NodesDiff,
 }
+
+/// Published: the proxy status (active / paused / maintenance) changed.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub struct ProxyStatusUpdated(pub StatusFile);
 
 /// Published: the runtime settings changed.
 #[derive(Debug, Clone, Message)]

@@ -11,4 +11,4 @@ mod messages;
 pub use actor::{ConfigActor, LogLevelHook};
 #[cfg(feature = "fault-injection")]
 pub use messages::FaultInjected;
-pub use messages::{ConfigEventReceived, NodesUpdated, SettingsUpdated};
+pub use messages::{ConfigEventReceived, NodesUpdated, ProxyStatusUpdated, SettingsUpdated};

@@ -1,2 +1,29 @@
-//! Dispatch: download → extract → index → send → report.
+//! Dispatch: download → extract → index → send → report, one supervised job
+//! per dispatch, journaled so it resumes after a crash (APPLIANCE.md "Dispatch
+//! jobs", PROTOCOL.md §3–5).
+//!
+//! Files: `dispatcher.rs` the queue and its actor; `job.rs` one dispatch's actor;
+//! `pipeline.rs` its stages; `shared.rs` what a job's stages share; `accept.rs`
+//! payload validation and target nodes; `download.rs` the archive download;
+//! `extract.rs` the untrusted-archive extraction; `index.rs` DICOM headers;
+//! `retry.rs` the retry policy; `report.rs` `dispatch.status` events;
+//! `messages.rs` the messages.
+//!
+//! It may touch: the journal, catalog and outbox tables; `spool/` and `storage/`;
+//! the network (downloads from `api_url`, associations to configured nodes).
+
+pub mod accept;
+pub mod dispatcher;
 pub mod download;
+pub mod extract;
+pub mod index;
+pub mod job;
+pub mod messages;
+pub mod pipeline;
+pub mod report;
+pub mod retry;
+pub mod shared;
+
+pub use dispatcher::Dispatcher;
+pub use messages::{CancelRequested, DispatchReceived, ReplayFailedRequested, ReplayRequested};
+pub use shared::JobEnv;

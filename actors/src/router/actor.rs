@@ -6,8 +6,10 @@ use laminate_store::{SeenEvents, Store};
 use super::messages::FrameReceived;
 use crate::board::SharedBoard;
 use crate::config::ConfigEventReceived;
+use crate::deletion::DeletionReceived;
+use crate::dispatch::DispatchReceived;
 use crate::envelope::{excerpt, parse_incoming, EnvelopeError, EventKind, Incoming, Outgoing};
-use crate::health::{ActorHealth, ActorState, HandlerPanicked, Monitored};
+use crate::health::{ActorHealth, ActorState, HandlerFailed, Monitored};
 use crate::link::EphemeralEventReady;
 use crate::peers::PeersCell;
 
@@ -113,15 +115,20 @@ impl RouterActor {
         };
         let correlation_id = ev.correlation_id.clone();
         let event_type = ev.event_type.clone();
-        let accepted: ResponseFuture<Result<(), HandlerPanicked>> = match ev.kind {
+        let accepted: ResponseFuture<Result<(), HandlerFailed>> = match ev.kind {
             EventKind::NodesChanged | EventKind::ConfigChanged | EventKind::StatusChanged => {
                 let req = peers.config.send(ConfigEventReceived(ev));
-                Box::pin(async move { req.await.unwrap_or(Err(HandlerPanicked)) })
+                Box::pin(async move { req.await.unwrap_or(Err(HandlerFailed::Panicked)) })
             }
-            _ => {
-                tracing::warn!(event_type = %event_type, correlation_id = %correlation_id, "no handler for this event type in this version; ignored");
-                return;
+            EventKind::SessionDeleted | EventKind::ScanDeleted => {
+                let req = peers.deletion.send(DeletionReceived(ev));
+                Box::pin(async move { req.await.unwrap_or(Err(HandlerFailed::Panicked)) })
             }
+            EventKind::SubjectDispatch | EventKind::SessionDispatch | EventKind::ScanDispatch => {
+                let req = peers.dispatcher.send(DispatchReceived(ev));
+                Box::pin(async move { req.await.unwrap_or(Err(HandlerFailed::Panicked)) })
+            }
+            EventKind::Ping | EventKind::Unknown => return,
         };
         // `wait` keeps events in order and makes a duplicate that arrives right
         // behind its original find it marked.

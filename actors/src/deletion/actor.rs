@@ -1,0 +1,135 @@
+//! The deletion actor. See `mod.rs`.
+
+use std::path::PathBuf;
+
+use actix::prelude::*;
+use laminate_store::{finish_file_deletion, Catalog, Deletion, Store, NO_TICKET};
+
+use super::messages::{DeletionReceived, StudyDeleted};
+use super::payload::{self, DeletionTarget};
+use crate::envelope::EventKind;
+use crate::health::{ActorHealth, ActorState, HandlerFailed, Monitored};
+use crate::peers::PeersCell;
+
+pub struct DeletionActor {
+    health: ActorHealth,
+    store: Store,
+    data_dir: PathBuf,
+    peers: PeersCell,
+}
+
+impl DeletionActor {
+    pub fn new(health: ActorHealth, store: Store, data_dir: PathBuf, peers: PeersCell) -> Self {
+        Self {
+            health,
+            store,
+            data_dir,
+            peers,
+        }
+    }
+
+    fn delete(&self, target: &DeletionTarget) -> Result<Deletion, String> {
+        match target {
+            DeletionTarget::Session { study_uid } => self.store.delete_study(study_uid),
+            DeletionTarget::Scan {
+                study_uid,
+                scan_number,
+            } => self.store.delete_series_by_number(study_uid, *scan_number),
+        }
+        .map_err(|e| e.to_string())
+    }
+
+    /// Unlinks the ticket's files off the actor thread.
+    fn finish_files(&self, ticket: u64) {
+        if ticket == NO_TICKET {
+            return;
+        }
+        let store = self.store.clone();
+        let dir = self.data_dir.clone();
+        let health = self.health.clone();
+        actix_rt::spawn(async move {
+            let done =
+                tokio::task::spawn_blocking(move || finish_file_deletion(&store, &dir, ticket))
+                    .await;
+            match done {
+                Ok(Ok(n)) => tracing::debug!(files = n, ticket, "deleted files removed"),
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, ticket, "removing deleted files failed; start-up repair will finish it");
+                    health.record_error(format!("file deletion: {e}"));
+                }
+                Err(e) => tracing::error!(error = %e, "file deletion task failed"),
+            }
+        });
+    }
+}
+
+impl Actor for DeletionActor {
+    type Context = Context<Self>;
+    fn started(&mut self, _: &mut Context<Self>) {
+        self.health.set_state(ActorState::Running);
+    }
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        self.health.set_state(ActorState::Stopped);
+    }
+}
+
+impl Supervised for DeletionActor {
+    fn restarting(&mut self, _: &mut Context<Self>) {
+        self.health.restarted();
+    }
+}
+
+impl Monitored for DeletionActor {
+    fn health(&self) -> &ActorHealth {
+        &self.health
+    }
+}
+
+impl Handler<DeletionReceived> for DeletionActor {
+    type Result = Result<(), HandlerFailed>;
+    fn handle(&mut self, msg: DeletionReceived, _: &mut Context<Self>) -> Self::Result {
+        let ev = msg.0;
+        let target = match ev.kind {
+            EventKind::SessionDeleted => payload::session(&ev.payload),
+            EventKind::ScanDeleted => payload::scan(&ev.payload),
+            _ => Err("not a deletion event".to_owned()),
+        };
+        let target = match target {
+            Ok(t) => t,
+            Err(why) => {
+                tracing::error!(event_type = %ev.event_type, correlation_id = %ev.correlation_id, error = %why, "deletion event rejected");
+                self.health
+                    .record_error(format!("{}: {why}", ev.event_type));
+                return Ok(());
+            }
+        };
+        if let DeletionTarget::Session { study_uid } = &target {
+            // Unfinished dispatches of this session stop, whether or not anything is cached.
+            if let Some(peers) = self.peers.get() {
+                peers.dispatcher.do_send(StudyDeleted {
+                    session_id: ev.entity_id.clone(),
+                    study_instance_uid: study_uid.clone(),
+                });
+            }
+        }
+        match self.delete(&target) {
+            Ok(d) if d.removed.is_empty() => {
+                tracing::info!(target = ?target, "nothing to delete (unknown or already deleted)");
+            }
+            Ok(d) => {
+                let bytes: u64 = d.removed.iter().map(|r| r.size).sum();
+                tracing::info!(target = ?target, instances = d.removed.len(), bytes, patient_dropped = ?d.patient_mapping_dropped, "deleted from the local store");
+                self.finish_files(d.ticket);
+            }
+            Err(e) => {
+                // Not acknowledged: the event is acted on again when redelivered.
+                tracing::error!(error = %e, target = ?target, "deletion failed");
+                self.health.record_error(format!("deletion: {e}"));
+                return Err(HandlerFailed::Failed(format!("deletion: {e}")));
+            }
+        }
+        Ok(())
+    }
+}
+
+crate::delivered_handlers!(DeletionActor: DeletionReceived);

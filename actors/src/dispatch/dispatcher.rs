@@ -1,0 +1,458 @@
+//! The dispatcher: accepts dispatch events (journaled before they count as
+//! handled), keeps the queue (highest priority first, then oldest), starts at
+//! most `max_concurrent_dispatches` jobs, and passes pause/resume, node and
+//! setting changes, cancels and replays on to them. At start-up it resumes
+//! every unfinished dispatch from the journal.
+
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use laminate_config::{Node, ProxySettings, StatusFile};
+use laminate_store::{
+    Catalog, DispatchRecord, DispatchState, Journal, NodeProgress, NodeStatus, Stage,
+};
+
+use super::accept::{new_record, parse_request, target_nodes};
+use super::job::{DispatchJob, JobUpdate};
+use super::messages::{
+    CancelNodes, CancelRequested, DispatchReceived, JobFinished, ReplayFailedRequested,
+    ReplayRequested,
+};
+use super::report::report;
+use super::retry::RetryPolicy;
+use super::shared::JobEnv;
+use crate::board::SharedBoard;
+use crate::config::{NodesUpdated, ProxyStatusUpdated, SettingsUpdated};
+use crate::deletion::StudyDeleted;
+use crate::health::{ActorHealth, ActorState, HandlerFailed, Monitored};
+
+pub struct Dispatcher {
+    health: ActorHealth,
+    job_health: ActorHealth,
+    board: SharedBoard,
+    env: Rc<JobEnv>,
+    nodes: Vec<Node>,
+    policy: RetryPolicy,
+    max_concurrent: usize,
+    paused: bool,
+    running: HashMap<String, Addr<DispatchJob>>,
+}
+
+fn policy_of(s: &ProxySettings) -> RetryPolicy {
+    RetryPolicy {
+        max_attempts: s.node_retry_max_attempts,
+        max_backoff: Duration::from_secs(s.node_retry_max_backoff_s),
+    }
+}
+
+impl Dispatcher {
+    pub fn new(
+        health: ActorHealth,
+        job_health: ActorHealth,
+        board: SharedBoard,
+        env: JobEnv,
+        nodes: Vec<Node>,
+        settings: &ProxySettings,
+        status: &StatusFile,
+    ) -> Self {
+        Self {
+            health,
+            job_health,
+            board,
+            env: Rc::new(env),
+            nodes,
+            policy: policy_of(settings),
+            max_concurrent: settings.max_concurrent_dispatches.max(1) as usize,
+            paused: !status.is_active,
+            running: HashMap::new(),
+        }
+    }
+
+    fn records(&self) -> Vec<DispatchRecord> {
+        match self.env.store.journal_all() {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the dispatch journal");
+                self.health.record_error(format!("journal: {e}"));
+                Vec::new()
+            }
+        }
+    }
+
+    fn find(&self, id: &str) -> Result<DispatchRecord, String> {
+        let by_id = self.env.store.journal_get(id).map_err(|e| e.to_string())?;
+        match by_id {
+            Some(r) => Ok(r),
+            None => self
+                .env
+                .store
+                .journal_by_correlation(id)
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| format!("no dispatch {id}")),
+        }
+    }
+
+    /// Starts queued dispatches while there is room and we are not paused.
+    fn schedule(&mut self, ctx: &mut Context<Self>) {
+        let records = self.records();
+        let mut waiting: Vec<&DispatchRecord> = records
+            .iter()
+            .filter(|r| r.state() == DispatchState::Active && !self.running.contains_key(&r.id))
+            .collect();
+        self.board.set_active_dispatches(
+            records
+                .iter()
+                .filter(|r| r.state() == DispatchState::Active)
+                .count() as u64,
+        );
+        if self.paused {
+            return;
+        }
+        waiting.sort_by_key(|r| (r.priority, r.seq));
+        for rec in waiting {
+            if self.running.len() >= self.max_concurrent {
+                break;
+            }
+            self.start_job(&rec.id, ctx);
+        }
+    }
+
+    fn start_job(&mut self, id: &str, ctx: &mut Context<Self>) {
+        let (env, health, me) = (self.env.clone(), self.job_health.clone(), ctx.address());
+        let (nodes, policy, paused, job_id) =
+            (self.nodes.clone(), self.policy, self.paused, id.to_owned());
+        let addr = Supervisor::start(move |_| {
+            DispatchJob::new(job_id, env, health, me, nodes, policy, paused)
+        });
+        tracing::info!(dispatch = id, "dispatch started");
+        self.running.insert(id.to_owned(), addr);
+    }
+
+    /// Cancels a dispatch's unfinished nodes (or the given ones).
+    fn cancel(&mut self, rec: &DispatchRecord, nodes: Option<Vec<String>>, reason: &str) {
+        if let Some(job) = self.running.get(&rec.id) {
+            job.do_send(CancelNodes {
+                nodes,
+                reason: reason.to_owned(),
+            });
+            return;
+        }
+        let mut rec = rec.clone();
+        let mut changed = Vec::new();
+        for n in rec.nodes.iter_mut() {
+            let wanted = nodes.as_ref().is_none_or(|l| l.contains(&n.node_id));
+            if wanted && !n.status.is_final() {
+                n.status = NodeStatus::Cancelled;
+                n.error = Some(reason.to_owned());
+                changed.push(n.node_id.clone());
+            }
+        }
+        if changed.is_empty() {
+            return;
+        }
+        rec.updated_at_ms = crate::clock::now_ms();
+        if let Err(e) = self.env.store.journal_put(&rec) {
+            tracing::error!(error = %e, "cannot journal a cancel");
+            return;
+        }
+        for n in changed {
+            report(&self.env.store, &self.env.peers, &rec, &n);
+        }
+    }
+
+    /// Whether every instance of a dispatch is still in the cache (so a replay needs no download).
+    fn cached(&self, id: &str) -> bool {
+        let Ok(sops) = self.env.store.journal_instances(id) else {
+            return false;
+        };
+        !sops.is_empty()
+            && sops.iter().all(|sop| {
+                matches!(self.env.store.get_instance(sop), Ok(Some(r)) if self.env.data_dir.join(&r.path).is_file())
+            })
+    }
+
+    fn replay(
+        &mut self,
+        id: &str,
+        nodes: Option<Vec<String>>,
+        ctx: &mut Context<Self>,
+    ) -> Result<DispatchRecord, String> {
+        let mut rec = self.find(id)?;
+        if rec.state() == DispatchState::Active || self.running.contains_key(&rec.id) {
+            return Err(format!("dispatch {} is still active", rec.id));
+        }
+        let targets: Vec<String> = match nodes {
+            Some(list) if !list.is_empty() => {
+                if let Some(unknown) = list.iter().find(|n| rec.node(n).is_none()) {
+                    return Err(format!("dispatch {} has no node {unknown}", rec.id));
+                }
+                list
+            }
+            _ => rec.nodes.iter().map(|n| n.node_id.clone()).collect(),
+        };
+        for node in &targets {
+            self.env
+                .store
+                .journal_clear_acks(&rec.id, node)
+                .map_err(|e| e.to_string())?;
+            if let Some(n) = rec.node_mut(node) {
+                *n = NodeProgress::queued(node);
+            }
+        }
+        rec.replays += 1;
+        rec.stage = if self.cached(&rec.id) {
+            Stage::Sending
+        } else {
+            Stage::Queued
+        };
+        rec.updated_at_ms = crate::clock::now_ms();
+        self.env
+            .store
+            .journal_put(&rec)
+            .map_err(|e| e.to_string())?;
+        tracing::info!(dispatch = %rec.id, nodes = ?targets, from_cache = rec.stage == Stage::Sending, "dispatch replayed");
+        for node in &targets {
+            report(&self.env.store, &self.env.peers, &rec, node);
+        }
+        self.schedule(ctx);
+        Ok(rec)
+    }
+}
+
+impl Actor for Dispatcher {
+    type Context = Context<Self>;
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        self.health.set_state(ActorState::Running);
+        self.job_health.set_state(ActorState::Running);
+        let unfinished = self
+            .records()
+            .iter()
+            .filter(|r| r.state() == DispatchState::Active)
+            .count();
+        if unfinished > 0 {
+            tracing::info!(
+                unfinished,
+                "resuming unfinished dispatches from the journal"
+            );
+        }
+        self.schedule(ctx);
+    }
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        self.health.set_state(ActorState::Stopped);
+    }
+}
+
+impl Supervised for Dispatcher {
+    fn restarting(&mut self, _: &mut Context<Self>) {
+        self.health.restarted();
+    }
+}
+
+impl Monitored for Dispatcher {
+    fn health(&self) -> &ActorHealth {
+        &self.health
+    }
+}
+
+impl Handler<DispatchReceived> for Dispatcher {
+    type Result = Result<(), HandlerFailed>;
+    fn handle(&mut self, msg: DispatchReceived, ctx: &mut Context<Self>) -> Self::Result {
+        let ev = msg.0;
+        let req = match parse_request(&ev) {
+            Ok(r) => r,
+            Err(why) => {
+                tracing::error!(event_type = %ev.event_type, correlation_id = %ev.correlation_id, error = %why, "dispatch event rejected");
+                self.health
+                    .record_error(format!("{}: {why}", ev.event_type));
+                return Ok(());
+            }
+        };
+        match self.env.store.journal_by_correlation(&ev.correlation_id) {
+            Ok(Some(existing)) => {
+                tracing::info!(dispatch = %existing.id, "dispatch already accepted");
+                return Ok(());
+            }
+            Ok(None) => {}
+            Err(e) => return Err(HandlerFailed::Failed(format!("journal: {e}"))),
+        }
+        let targets = target_nodes(&req.nodes, &self.nodes);
+        if targets.is_empty() {
+            tracing::info!(correlation_id = %ev.correlation_id, nodes = ?req.nodes, "dispatch for no active node of this appliance; ignored");
+            return Ok(());
+        }
+        let seq = self
+            .env
+            .store
+            .journal_next_seq()
+            .map_err(|e| HandlerFailed::Failed(format!("journal: {e}")))?;
+        let rec = new_record(&ev, req, &targets, seq, crate::clock::now_ms());
+        self.env
+            .store
+            .journal_put(&rec)
+            .map_err(|e| HandlerFailed::Failed(format!("journal: {e}")))?;
+        tracing::info!(dispatch = %rec.id, correlation_id = %rec.correlation_id, kind = ?rec.kind, entity = %rec.entity_id, priority = ?rec.priority, nodes = ?targets, "dispatch accepted");
+        for node in &targets {
+            report(&self.env.store, &self.env.peers, &rec, node);
+        }
+        self.schedule(ctx);
+        Ok(())
+    }
+}
+
+impl Handler<JobFinished> for Dispatcher {
+    type Result = ();
+    fn handle(&mut self, msg: JobFinished, ctx: &mut Context<Self>) {
+        // Dropping the address lets the job actor stop for good.
+        self.running.remove(&msg.id);
+        self.schedule(ctx);
+    }
+}
+
+impl Handler<CancelRequested> for Dispatcher {
+    type Result = Result<DispatchRecord, String>;
+    fn handle(&mut self, msg: CancelRequested, _: &mut Context<Self>) -> Self::Result {
+        let rec = self.find(&msg.id)?;
+        if rec.state() != DispatchState::Active {
+            return Err(format!("dispatch {} is already {:?}", rec.id, rec.state()).to_lowercase());
+        }
+        self.cancel(&rec, None, "cancelled by an operator");
+        Ok(rec)
+    }
+}
+
+impl Handler<ReplayRequested> for Dispatcher {
+    type Result = Result<DispatchRecord, String>;
+    fn handle(&mut self, msg: ReplayRequested, ctx: &mut Context<Self>) -> Self::Result {
+        self.replay(&msg.id, msg.nodes, ctx)
+    }
+}
+
+impl Handler<ReplayFailedRequested> for Dispatcher {
+    type Result = Result<Vec<String>, String>;
+    fn handle(&mut self, msg: ReplayFailedRequested, ctx: &mut Context<Self>) -> Self::Result {
+        let failed: Vec<DispatchRecord> = self
+            .records()
+            .into_iter()
+            .filter(|r| r.state() == DispatchState::Failed)
+            .filter(|r| msg.since_ms.is_none_or(|t| r.updated_at_ms >= t))
+            .collect();
+        let mut replayed = Vec::new();
+        for rec in failed {
+            let nodes: Vec<String> = rec
+                .nodes
+                .iter()
+                .filter(|n| n.status == NodeStatus::Failed)
+                .map(|n| n.node_id.clone())
+                .collect();
+            match self.replay(&rec.id, Some(nodes), ctx) {
+                Ok(r) => replayed.push(r.id),
+                Err(e) => tracing::warn!(dispatch = %rec.id, error = %e, "replay skipped"),
+            }
+        }
+        Ok(replayed)
+    }
+}
+
+impl Handler<StudyDeleted> for Dispatcher {
+    type Result = ();
+    fn handle(&mut self, msg: StudyDeleted, _: &mut Context<Self>) {
+        let hit: Vec<DispatchRecord> = self
+            .records()
+            .into_iter()
+            .filter(|r| r.state() == DispatchState::Active)
+            .filter(|r| {
+                (r.entity_type == "session"
+                    && msg.session_id.as_deref() == Some(r.entity_id.as_str()))
+                    || r.study_uids.contains(&msg.study_instance_uid)
+            })
+            .collect();
+        for rec in hit {
+            tracing::info!(dispatch = %rec.id, "session deleted: dispatch cancelled");
+            self.cancel(&rec, None, "the session was deleted");
+        }
+    }
+}
+
+impl Handler<NodesUpdated> for Dispatcher {
+    type Result = ();
+    fn handle(&mut self, msg: NodesUpdated, ctx: &mut Context<Self>) {
+        let nodes: Vec<Node> = msg.nodes.as_ref().clone();
+        let gone: Vec<String> = self
+            .nodes
+            .iter()
+            .filter(|old| {
+                !nodes
+                    .iter()
+                    .any(|n| n.node_id == old.node_id && n.is_active)
+            })
+            .map(|n| n.node_id.clone())
+            .collect();
+        self.nodes = nodes.clone();
+        for job in self.running.values() {
+            job.do_send(JobUpdate::Nodes(nodes.clone()));
+        }
+        if !gone.is_empty() {
+            for rec in self
+                .records()
+                .iter()
+                .filter(|r| r.state() == DispatchState::Active)
+            {
+                let hit: Vec<String> = rec
+                    .nodes
+                    .iter()
+                    .filter(|n| gone.contains(&n.node_id) && !n.status.is_final())
+                    .map(|n| n.node_id.clone())
+                    .collect();
+                if !hit.is_empty() {
+                    self.cancel(rec, Some(hit), "the node was removed or deactivated");
+                }
+            }
+        }
+        self.schedule(ctx);
+    }
+}
+
+impl Handler<SettingsUpdated> for Dispatcher {
+    type Result = ();
+    fn handle(&mut self, msg: SettingsUpdated, ctx: &mut Context<Self>) {
+        self.max_concurrent = msg.0.max_concurrent_dispatches.max(1) as usize;
+        self.policy = policy_of(&msg.0);
+        for job in self.running.values() {
+            job.do_send(JobUpdate::Policy(self.policy));
+        }
+        self.schedule(ctx);
+    }
+}
+
+impl Handler<ProxyStatusUpdated> for Dispatcher {
+    type Result = ();
+    fn handle(&mut self, msg: ProxyStatusUpdated, ctx: &mut Context<Self>) {
+        let paused = !msg.0.is_active;
+        if paused != self.paused {
+            tracing::info!(
+                paused,
+                "dispatch work {}",
+                if paused { "paused" } else { "resumed" }
+            );
+            self.paused = paused;
+            for job in self.running.values() {
+                job.do_send(JobUpdate::Paused(paused));
+            }
+            self.schedule(ctx);
+        }
+    }
+}
+
+crate::delivered_handlers!(
+    Dispatcher: DispatchReceived,
+    JobFinished,
+    CancelRequested,
+    ReplayRequested,
+    ReplayFailedRequested,
+    StudyDeleted,
+    NodesUpdated,
+    SettingsUpdated,
+    ProxyStatusUpdated,
+);

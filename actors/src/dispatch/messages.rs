@@ -1,0 +1,50 @@
+//! Messages of the dispatcher and its jobs.
+
+use actix::Message;
+use laminate_store::DispatchRecord;
+
+use crate::envelope::Incoming;
+use crate::health::HandlerFailed;
+
+/// A `subject.dispatch`, `session.dispatch` or `scan.dispatch` event; answered once
+/// the dispatch is journaled (or found to be for no node of ours, or invalid).
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), HandlerFailed>")]
+pub struct DispatchReceived(pub Incoming);
+
+/// A job reached its end (every node final) or stopped for good.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct JobFinished {
+    pub id: String,
+}
+
+/// An operator cancels a dispatch (all its unfinished nodes).
+#[derive(Debug, Message)]
+#[rtype(result = "Result<DispatchRecord, String>")]
+pub struct CancelRequested {
+    pub id: String,
+}
+
+/// An operator replays a dispatch in a final state, to all or some of its nodes.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<DispatchRecord, String>")]
+pub struct ReplayRequested {
+    pub id: String,
+    pub nodes: Option<Vec<String>>,
+}
+
+/// An operator replays every failed dispatch (updated since `since_ms`, if given).
+#[derive(Debug, Message)]
+#[rtype(result = "Result<Vec<String>, String>")]
+pub struct ReplayFailedRequested {
+    pub since_ms: Option<u64>,
+}
+
+/// To a running job: stop work for these nodes (or all, when `None`) and report them `cancelled`.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct CancelNodes {
+    pub nodes: Option<Vec<String>>,
+    pub reason: String,
+}

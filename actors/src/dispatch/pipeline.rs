@@ -1,0 +1,547 @@
+//! The stages of one dispatch: download → extract → index into the cache → send
+//! to every node → final statuses. Each stage is journaled before it is reported,
+//! and the pipeline starts from whatever stage the journal says, so a restart
+//! (crash, `kill -9`, actor restart) resumes instead of starting over.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use laminate_config::settings::api_endpoint_segments;
+use laminate_store::{
+    instance_rel_path, Ack, Catalog, InstanceRecord, InstanceSource, Journal, NodeStatus, Stage,
+};
+use tokio::sync::mpsc;
+
+use super::download::{download, Download, DownloadError};
+use super::extract::extract_archive;
+use super::index::index_dir;
+use super::retry::Retries;
+use super::shared::{JobEnv, JobShared};
+use crate::send::{send_batch, Item, ItemOutcome, SendEvent, Target};
+
+/// `sending` progress is reported at most this often per node (PROTOCOL.md §4).
+const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+const ARCHIVE: &str = "archive.zip";
+const EXTRACTED: &str = "x";
+
+/// Runs the dispatch to its end (every node final) from its journaled stage.
+pub async fn run(env: Rc<JobEnv>, sh: Rc<JobShared>) {
+    loop {
+        if sh.all_final() {
+            finish(&env, &sh).await;
+            return;
+        }
+        let stage = sh.rec.borrow().stage;
+        match stage {
+            Stage::Queued | Stage::Downloading => download_stage(&env, &sh).await,
+            Stage::Extracting => extract_stage(&env, &sh).await,
+            Stage::Sending => send_stage(&env, &sh).await,
+            Stage::Finished => {
+                // Finished with open nodes only after a crash mid-update: send what is left.
+                set_stage(&env, &sh, Stage::Sending);
+            }
+        }
+    }
+}
+
+fn set_stage(env: &JobEnv, sh: &JobShared, stage: Stage) {
+    {
+        let mut rec = sh.rec.borrow_mut();
+        rec.stage = stage;
+        rec.updated_at_ms = crate::clock::now_ms();
+    }
+    sh.journal(env);
+}
+
+async fn finish(env: &JobEnv, sh: &JobShared) {
+    if sh.rec.borrow().stage != Stage::Finished {
+        set_stage(env, sh, Stage::Finished);
+    }
+    let spool = env.spool_dir(&sh.id());
+    let _ = tokio::fs::remove_dir_all(&spool).await;
+    let rec = sh.rec.borrow();
+    tracing::info!(dispatch = %rec.id, state = ?rec.state(), "dispatch finished");
+}
+
+async fn download_stage(env: &JobEnv, sh: &JobShared) {
+    sh.wait_unpaused().await;
+    if sh.all_final() {
+        return;
+    }
+    set_stage(env, sh, Stage::Downloading);
+    sh.update_open(env, NodeStatus::Downloading, None);
+    let (kind, entity_id, id) = {
+        let r = sh.rec.borrow();
+        (r.kind, r.entity_id.clone(), r.id.clone())
+    };
+    let url = match api_endpoint_segments(
+        &env.api_url,
+        &["api", "proxy", kind.segment(), &entity_id, "download"],
+    ) {
+        Ok(u) => u,
+        Err(e) => {
+            sh.update_open(
+                env,
+                NodeStatus::Failed,
+                Some(format!("download: bad entity id: {e}")),
+            );
+            return;
+        }
+    };
+    let job = Download {
+        url,
+        proxy_key: env.proxy_key.clone(),
+        dest: env.spool_dir(&id).join(ARCHIVE),
+        tls: env.tls.clone(),
+    };
+    let mut retries = Retries::default();
+    loop {
+        let started = Instant::now();
+        let outcome = tokio::select! {
+            r = download(&job, &|_| {}) => Some(r),
+            _ = wait_all_final(sh) => None,
+        };
+        let Some(outcome) = outcome else { return };
+        match outcome {
+            Ok(bytes) => {
+                tracing::info!(dispatch = %id, bytes, seconds = started.elapsed().as_secs_f64(), "archive downloaded");
+                set_stage(env, sh, Stage::Extracting);
+                return;
+            }
+            Err(
+                e @ (DownloadError::NotFound
+                | DownloadError::Rejected(_)
+                | DownloadError::Refused(_)),
+            ) => {
+                let _ = tokio::fs::remove_file(&job.dest).await;
+                sh.update_open(env, NodeStatus::Failed, Some(e.to_string()));
+                return;
+            }
+            Err(e) => match retries.next(&sh.policy.get()) {
+                None => {
+                    sh.update_open(
+                        env,
+                        NodeStatus::Failed,
+                        Some(format!(
+                            "download: {e} (gave up after {} tries)",
+                            retries.failures()
+                        )),
+                    );
+                    return;
+                }
+                Some(delay) => {
+                    tracing::warn!(dispatch = %id, error = %e, retry_in_s = delay.as_secs(), "download failed; retrying");
+                    sh.update_open(
+                        env,
+                        NodeStatus::Retrying,
+                        Some(format!("download: {e}; next try in {} s", delay.as_secs())),
+                    );
+                    sleep_through(sh, delay).await;
+                    sh.wait_unpaused().await;
+                    if sh.all_final() {
+                        return;
+                    }
+                    sh.update_open(env, NodeStatus::Downloading, None);
+                }
+            },
+        }
+    }
+}
+
+/// Sleeps the whole delay unless every node became final meanwhile.
+async fn sleep_through(sh: &JobShared, delay: Duration) {
+    let until = Instant::now() + delay;
+    while Instant::now() < until && !sh.all_final() {
+        sh.sleep(until - Instant::now()).await;
+    }
+}
+
+async fn wait_all_final(sh: &JobShared) {
+    while !sh.all_final() {
+        sh.changed.notified().await;
+    }
+}
+
+async fn extract_stage(env: &JobEnv, sh: &JobShared) {
+    sh.wait_unpaused().await;
+    if sh.all_final() {
+        return;
+    }
+    sh.update_open(env, NodeStatus::Extracting, None);
+    let id = sh.id();
+    let spool = env.spool_dir(&id);
+    let archive = spool.join(ARCHIVE);
+    let dest = spool.join(EXTRACTED);
+    // A previous try may have stopped half-way.
+    let _ = tokio::fs::remove_dir_all(&dest).await;
+    let extracted = match extract_archive(&archive, &dest, &env.limits).await {
+        Ok(x) => x,
+        Err(e) => {
+            tracing::warn!(dispatch = %id, error = %e, "archive refused");
+            let _ = tokio::fs::remove_dir_all(&spool).await;
+            sh.update_open(env, NodeStatus::Failed, Some(format!("archive: {e}")));
+            return;
+        }
+    };
+    let store = env.store.clone();
+    let data_dir = env.data_dir.clone();
+    let subject = sh.rec.borrow().subject_id.clone();
+    let d = dest.clone();
+    let indexed = tokio::task::spawn_blocking(move || {
+        index_into_cache(&store, &data_dir, &d, subject.as_deref())
+    })
+    .await;
+    let (sops, studies) = match indexed {
+        Ok(x) => x,
+        Err(e) => {
+            sh.update_open(
+                env,
+                NodeStatus::Failed,
+                Some(format!("indexing failed: {e}")),
+            );
+            return;
+        }
+    };
+    tracing::info!(dispatch = %id, files = extracted.files.len(), instances = sops.len(), "archive extracted and indexed");
+    if sops.is_empty() {
+        let _ = tokio::fs::remove_dir_all(&spool).await;
+        sh.update_open(
+            env,
+            NodeStatus::Failed,
+            Some("the archive holds no DICOM instance".into()),
+        );
+        return;
+    }
+    if let Err(e) = env.store.journal_set_instances(&id, &sops) {
+        tracing::error!(error = %e, dispatch = %id, "cannot journal the instance set");
+        return;
+    }
+    sh.rec.borrow_mut().study_uids = studies.into_iter().collect();
+    set_stage(env, sh, Stage::Sending);
+    let _ = tokio::fs::remove_dir_all(&spool).await;
+}
+
+/// Moves every DICOM file under `dir` into the cache and indexes it (blocking).
+/// Returns the SOP Instance UIDs and the studies they belong to.
+fn index_into_cache(
+    store: &laminate_store::Store,
+    data_dir: &Path,
+    dir: &Path,
+    subject_id: Option<&str>,
+) -> (Vec<String>, BTreeSet<String>) {
+    let (found, broken) = index_dir(dir);
+    for (path, e) in &broken {
+        tracing::warn!(file = %path.display(), error = %e, "unreadable DICOM file in the archive skipped");
+    }
+    let mut sops = Vec::new();
+    let mut studies = BTreeSet::new();
+    for (path, h) in found {
+        let rel = match instance_rel_path(
+            &h.study_instance_uid,
+            &h.series_instance_uid,
+            &h.sop_instance_uid,
+        ) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(file = %path.display(), error = %e, "instance with unusable UIDs skipped");
+                continue;
+            }
+        };
+        let target: PathBuf = data_dir.join(&rel);
+        if let Some(parent) = target.parent() {
+            if let Err(e) = std::fs::create_dir_all(parent) {
+                tracing::error!(error = %e, dir = %parent.display(), "cannot create a cache folder");
+                continue;
+            }
+        }
+        if let Err(e) = std::fs::rename(&path, &target) {
+            tracing::error!(error = %e, file = %path.display(), "cannot move an instance into the cache");
+            continue;
+        }
+        let rec = InstanceRecord {
+            sop_instance_uid: h.sop_instance_uid.clone(),
+            sop_class_uid: h.sop_class_uid,
+            transfer_syntax: h.transfer_syntax,
+            study_instance_uid: h.study_instance_uid.clone(),
+            series_instance_uid: h.series_instance_uid,
+            series_number: h.series_number,
+            patient_id: h.patient_id.clone(),
+            path: rel,
+            size: h.file_size,
+            source: InstanceSource::Dispatch,
+            stored_at_ms: crate::clock::now_ms(),
+        };
+        if let Err(e) = store.put_instance(&rec) {
+            tracing::error!(error = %e, sop = %h.sop_instance_uid, "cannot index an instance");
+            continue;
+        }
+        if let (Some(patient), Some(subject)) = (h.patient_id.as_deref(), subject_id) {
+            if let Err(e) = store.link_subject(patient, subject) {
+                tracing::warn!(error = %e, "cannot record the patient ↔ subject link");
+            }
+        }
+        studies.insert(h.study_instance_uid);
+        sops.push(h.sop_instance_uid);
+    }
+    sops.sort();
+    sops.dedup();
+    (sops, studies)
+}
+
+async fn send_stage(env: &Rc<JobEnv>, sh: &Rc<JobShared>) {
+    let id = sh.id();
+    let sops = match env.store.journal_instances(&id) {
+        Ok(s) => Rc::new(s),
+        Err(e) => {
+            tracing::error!(error = %e, dispatch = %id, "cannot read the instance set");
+            sh.update_open(env, NodeStatus::Failed, Some(format!("journal: {e}")));
+            return;
+        }
+    };
+    let tasks: Vec<_> = sh
+        .open_nodes()
+        .into_iter()
+        .map(|node| send_to_node(env.clone(), sh.clone(), node, sops.clone()))
+        .collect();
+    futures_util::future::join_all(tasks).await;
+}
+
+/// The instances a node still needs, and the counts so far.
+struct NodeWork {
+    items: Vec<Item>,
+    stored: u64,
+    refused: Vec<(String, String)>,
+}
+
+fn node_work(env: &JobEnv, id: &str, node_id: &str, sops: &[String]) -> Result<NodeWork, String> {
+    let acks = env
+        .store
+        .journal_acks(id, node_id)
+        .map_err(|e| e.to_string())?;
+    let mut work = NodeWork {
+        items: Vec::new(),
+        stored: 0,
+        refused: Vec::new(),
+    };
+    for sop in sops {
+        match acks.get(sop) {
+            Some(a) if a.stored => work.stored += 1,
+            Some(a) => work.refused.push((
+                sop.clone(),
+                a.error.clone().unwrap_or_else(|| "refused".into()),
+            )),
+            None => {
+                let item = env
+                    .store
+                    .get_instance(sop)
+                    .map_err(|e| e.to_string())?
+                    .ok_or_else(|| "no longer in the local cache (deleted?)".to_owned())
+                    .and_then(|rec| {
+                        Item::from_file(env.data_dir.join(&rec.path)).map_err(|e| e.to_string())
+                    });
+                match item {
+                    Ok(mut item) => {
+                        item.sop_instance_uid = sop.clone();
+                        work.items.push(item);
+                    }
+                    Err(why) => {
+                        // Journaled like a refusal so a restart does not try again.
+                        let ack = Ack {
+                            stored: false,
+                            status: None,
+                            error: Some(why.clone()),
+                        };
+                        env.store
+                            .journal_ack(id, node_id, sop, &ack)
+                            .map_err(|e| e.to_string())?;
+                        work.refused.push((sop.clone(), why));
+                    }
+                }
+            }
+        }
+    }
+    Ok(work)
+}
+
+fn refusal_summary(refused: &[(String, String)], total: usize) -> String {
+    let (sop, why) = &refused[0];
+    format!(
+        "{} of {} instances refused; first: {}: {}",
+        refused.len(),
+        total,
+        sop,
+        why
+    )
+}
+
+async fn send_to_node(env: Rc<JobEnv>, sh: Rc<JobShared>, node_id: String, sops: Rc<Vec<String>>) {
+    let id = sh.id();
+    let total = sops.len() as u64;
+    let mut retries = Retries::default();
+    loop {
+        sh.wait_unpaused().await;
+        if sh.is_final(&node_id) {
+            return;
+        }
+        let Some(node) = sh.node_config(&node_id) else {
+            sh.update_node(&env, &node_id, |n| {
+                n.status = NodeStatus::Cancelled;
+                n.error = Some("the node was removed or deactivated".into());
+            });
+            return;
+        };
+        let work = match node_work(&env, &id, &node_id, &sops) {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::error!(error = %e, dispatch = %id, node = %node_id, "cannot prepare the instances");
+                sh.update_node(&env, &node_id, |n| {
+                    n.status = NodeStatus::Failed;
+                    n.error = Some(format!("cannot prepare the instances: {e}"));
+                });
+                return;
+            }
+        };
+        if work.items.is_empty() {
+            let stored = work.stored;
+            sh.update_node(&env, &node_id, |n| {
+                n.files_total = total;
+                n.files_sent = stored;
+                if work.refused.is_empty() {
+                    n.status = NodeStatus::Completed;
+                    n.error = None;
+                } else {
+                    n.status = NodeStatus::Failed;
+                    n.error = Some(refusal_summary(&work.refused, total as usize));
+                }
+            });
+            return;
+        }
+        let stored_before = work.stored;
+        sh.update_node(&env, &node_id, |n| {
+            n.status = NodeStatus::Sending;
+            n.files_total = total;
+            n.files_sent = stored_before;
+            n.error = None;
+        });
+        let target = Target {
+            node_id: node_id.clone(),
+            host: node.host.clone(),
+            port: node.port,
+            called_ae: node.ae_title.clone(),
+            calling_ae: node.calling_ae(&env.appliance_ae).to_owned(),
+            max_associations: node.max_associations(),
+        };
+        let stop = sh.batch_flag(&node_id);
+        let (tx, mut rx) = mpsc::unbounded_channel::<SendEvent>();
+        let store = env.store.clone();
+        let (jid, jnode) = (id.clone(), node_id.clone());
+        let opts = env.send.clone();
+        let items = work.items;
+        let batch = tokio::task::spawn_blocking(move || {
+            let on_event = move |ev: SendEvent| {
+                if let SendEvent::Acknowledged {
+                    sop_instance_uid,
+                    outcome,
+                    ..
+                } = &ev
+                {
+                    let ack = match outcome {
+                        ItemOutcome::Stored { status } => Ack {
+                            stored: true,
+                            status: Some(*status),
+                            error: None,
+                        },
+                        ItemOutcome::Failed { status, error } => Ack {
+                            stored: false,
+                            status: *status,
+                            error: Some(error.clone()),
+                        },
+                    };
+                    // Journaled before the sender takes its next instance.
+                    if let Err(e) = store.journal_ack(&jid, &jnode, sop_instance_uid, &ack) {
+                        tracing::error!(error = %e, "cannot journal an acknowledgement");
+                    }
+                }
+                let _ = tx.send(ev);
+            };
+            send_batch(&target, items, &opts, &stop, &on_event)
+        });
+        tokio::pin!(batch);
+        let mut stored = stored_before;
+        let mut last_report = Instant::now();
+        let outcome = loop {
+            tokio::select! {
+                ev = rx.recv() => match ev {
+                    Some(SendEvent::Acknowledged { outcome: ItemOutcome::Stored { .. }, .. }) => {
+                        stored += 1;
+                        retries.reset();
+                        if last_report.elapsed() >= PROGRESS_EVERY {
+                            last_report = Instant::now();
+                            sh.update_node(&env, &node_id, |n| n.files_sent = stored);
+                        }
+                    }
+                    Some(SendEvent::Acknowledged { sop_instance_uid, outcome: ItemOutcome::Failed { error, .. }, .. }) => {
+                        retries.reset();
+                        tracing::warn!(dispatch = %id, node = %node_id, sop = %sop_instance_uid, error = %error, "instance refused");
+                    }
+                    Some(SendEvent::Transient { error }) => {
+                        tracing::warn!(dispatch = %id, node = %node_id, error = %error, "node transiently unavailable");
+                    }
+                    None => {}
+                },
+                done = &mut batch => break done,
+            }
+        };
+        // Events sent just before the batch returned.
+        while let Ok(ev) = rx.try_recv() {
+            if let SendEvent::Acknowledged {
+                outcome: ItemOutcome::Stored { .. },
+                ..
+            } = ev
+            {
+                stored += 1;
+                retries.reset();
+            }
+        }
+        let outcome = match outcome {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::error!(error = %e, "sender thread failed");
+                crate::send::BatchOutcome {
+                    remaining: Vec::new(),
+                    transient_error: Some(format!("sender failed: {e}")),
+                    associations: 0,
+                }
+            }
+        };
+        sh.update_node(&env, &node_id, |n| n.files_sent = stored);
+        if sh.is_final(&node_id) || sh.paused.get() {
+            continue;
+        }
+        match outcome.transient_error {
+            None => continue,
+            Some(err) => match retries.next(&sh.policy.get()) {
+                None => {
+                    let tries = retries.failures();
+                    sh.update_node(&env, &node_id, |n| {
+                        n.status = NodeStatus::Failed;
+                        n.error = Some(format!("{err} (gave up after {tries} tries)"));
+                    });
+                    return;
+                }
+                Some(delay) => {
+                    sh.update_node(&env, &node_id, |n| {
+                        n.status = NodeStatus::Retrying;
+                        n.error = Some(format!("{err}; next try in {} s", delay.as_secs()));
+                    });
+                    let until = Instant::now() + delay;
+                    while Instant::now() < until && !sh.is_final(&node_id) {
+                        sh.sleep(until - Instant::now()).await;
+                    }
+                }
+            },
+        }
+    }
+}

@@ -1,0 +1,185 @@
+//! What a job's pipeline and the job actor share (on one thread): the record,
+//! the node configs, pause and cancel state, and a notifier that wakes any stage
+//! waiting on them.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use laminate_config::Node;
+use laminate_store::{DispatchRecord, Journal, NodeStatus, Store};
+use tokio::sync::Notify;
+use url::Url;
+
+use super::extract::ExtractLimits;
+use super::report::report;
+use super::retry::RetryPolicy;
+use crate::peers::PeersCell;
+use crate::send::SendOptions;
+
+/// Everything a job needs from the appliance (the same for every job).
+pub struct JobEnv {
+    pub store: Store,
+    pub peers: PeersCell,
+    pub data_dir: PathBuf,
+    pub api_url: Url,
+    pub proxy_key: String,
+    pub tls: Arc<rustls::ClientConfig>,
+    pub appliance_ae: String,
+    pub limits: ExtractLimits,
+    pub send: SendOptions,
+}
+
+impl JobEnv {
+    pub fn spool_dir(&self, id: &str) -> PathBuf {
+        self.data_dir.join("spool").join(id)
+    }
+}
+
+/// One job's live state.
+pub struct JobShared {
+    pub rec: RefCell<DispatchRecord>,
+    pub nodes: RefCell<Vec<Node>>,
+    pub policy: Cell<RetryPolicy>,
+    pub paused: Cell<bool>,
+    /// Per node: "stop after the instance in flight" for its current batch.
+    stop_flags: RefCell<HashMap<String, Arc<AtomicBool>>>,
+    pub changed: Notify,
+}
+
+impl JobShared {
+    pub fn new(rec: DispatchRecord, nodes: Vec<Node>, policy: RetryPolicy, paused: bool) -> Self {
+        Self {
+            rec: RefCell::new(rec),
+            nodes: RefCell::new(nodes),
+            policy: Cell::new(policy),
+            paused: Cell::new(paused),
+            stop_flags: RefCell::new(HashMap::new()),
+            changed: Notify::new(),
+        }
+    }
+
+    pub fn id(&self) -> String {
+        self.rec.borrow().id.clone()
+    }
+
+    /// A fresh stop flag for a node's next batch.
+    pub fn batch_flag(&self, node_id: &str) -> Arc<AtomicBool> {
+        let flag = Arc::new(AtomicBool::new(false));
+        self.stop_flags
+            .borrow_mut()
+            .insert(node_id.to_owned(), flag.clone());
+        flag
+    }
+
+    /// Asks the node's running batch (or every batch) to stop after its instance in flight.
+    pub fn stop_batches(&self, node_id: Option<&str>) {
+        for (id, flag) in self.stop_flags.borrow().iter() {
+            if node_id.is_none_or(|n| n == id) {
+                flag.store(true, Ordering::SeqCst);
+            }
+        }
+        self.changed.notify_waiters();
+    }
+
+    pub fn set_paused(&self, paused: bool) {
+        self.paused.set(paused);
+        if paused {
+            self.stop_batches(None);
+        }
+        self.changed.notify_waiters();
+    }
+
+    /// Waits until the job is not paused.
+    pub async fn wait_unpaused(&self) {
+        while self.paused.get() {
+            let woken = self.changed.notified();
+            if !self.paused.get() {
+                break;
+            }
+            woken.await;
+        }
+    }
+
+    /// Sleeps `d`, or less when something changed (cancel, pause); true if the full time passed.
+    pub async fn sleep(&self, d: Duration) -> bool {
+        tokio::select! {
+            _ = tokio::time::sleep(d) => true,
+            _ = self.changed.notified() => false,
+        }
+    }
+
+    pub fn all_final(&self) -> bool {
+        self.rec.borrow().nodes.iter().all(|n| n.status.is_final())
+    }
+
+    pub fn is_final(&self, node_id: &str) -> bool {
+        self.rec
+            .borrow()
+            .node(node_id)
+            .is_none_or(|n| n.status.is_final())
+    }
+
+    /// Node ids not yet final.
+    pub fn open_nodes(&self) -> Vec<String> {
+        self.rec
+            .borrow()
+            .nodes
+            .iter()
+            .filter(|n| !n.status.is_final())
+            .map(|n| n.node_id.clone())
+            .collect()
+    }
+
+    pub fn node_config(&self, node_id: &str) -> Option<Node> {
+        self.nodes
+            .borrow()
+            .iter()
+            .find(|n| n.node_id == node_id && n.is_active)
+            .cloned()
+    }
+
+    /// Changes one node's progress, journals the record, then reports it.
+    pub fn update_node(
+        &self,
+        env: &JobEnv,
+        node_id: &str,
+        f: impl FnOnce(&mut laminate_store::NodeProgress),
+    ) {
+        {
+            let mut rec = self.rec.borrow_mut();
+            let Some(n) = rec.node_mut(node_id) else {
+                return;
+            };
+            if n.status.is_final() {
+                return;
+            }
+            f(n);
+            rec.updated_at_ms = crate::clock::now_ms();
+        }
+        self.journal(env);
+        report(&env.store, &env.peers, &self.rec.borrow(), node_id);
+        self.changed.notify_waiters();
+    }
+
+    /// Sets every unfinished node to `status` with `error`.
+    pub fn update_open(&self, env: &JobEnv, status: NodeStatus, error: Option<String>) {
+        for id in self.open_nodes() {
+            let e = error.clone();
+            self.update_node(env, &id, |n| {
+                n.status = status;
+                n.error = e;
+            });
+        }
+    }
+
+    /// Writes the record to the journal (logged on failure: the next write retries it).
+    pub fn journal(&self, env: &JobEnv) {
+        if let Err(e) = env.store.journal_put(&self.rec.borrow()) {
+            tracing::error!(error = %e, dispatch = %self.id(), "cannot journal a dispatch");
+        }
+    }
+}

@@ -1,0 +1,130 @@
+//! The C-STORE sender (SCU): sends a batch of instances to one PACS node.
+//!
+//! [`send_batch`] is blocking: it runs one OS thread per association (up to
+//! the node's `max_associations`), all taking instances from one shared work
+//! list and reusing their association for many instances. It is the
+//! dispatch's hot path, so:
+//! - the file's dataset bytes are streamed from `dataset_offset` straight into
+//!   P-DATA PDUs through one reused buffer, several PDUs per `write`, the
+//!   C-STORE-RQ command packed in front of the first data fragment; an
+//!   instance is converted (read fully, re-encoded) only when the node refused
+//!   its transfer syntax;
+//! - `TCP_NODELAY` is set on every association and `TCP_QUICKACK` is re-armed
+//!   around every read of a response: stock receivers write each
+//!   C-STORE-RSP in two small writes with Nagle on, and a delayed ACK from
+//!   us would stall every instance ~40 ms (see `shared/bench/README.md`).
+//!
+//! Each acknowledgement is handed to `on_event` before that thread takes its
+//! next instance, so the caller journals it first: after a `kill -9` at most
+//! one instance per association is sent again.
+//!
+//! # Layout
+//! - `item.rs`: [`Item`], one instance to send, and reading it from a file.
+//! - `contexts.rs`: the presentation contexts the items need, split in groups of
+//!   at most 128, and the choice of context for an item.
+//! - `status.rs`: what a C-STORE status means for the instance and the batch.
+//! - `wire.rs`: P-DATA framing from the file, response reading with quick ACKs.
+//! - `convert.rs`: re-encoding a dataset to a syntax the node accepted.
+//! - `association.rs`: one association's thread: establish, send, release.
+//! - `batch.rs`: [`send_batch`]: groups, threads and the shared work list.
+
+mod association;
+mod batch;
+mod contexts;
+mod convert;
+mod item;
+mod status;
+mod wire;
+
+#[cfg(test)]
+mod tests;
+
+use std::time::Duration;
+
+pub use batch::send_batch;
+pub use item::{Item, ItemError};
+pub use status::{classify, StatusClass};
+
+/// Connect timeout, also the deadline of the association negotiation.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Read/write deadline on an established association; generous because a
+/// node may write and fsync a large instance before it answers.
+pub const DEFAULT_IO_TIMEOUT: Duration = Duration::from_secs(60);
+/// Our maximum PDU: 256 KiB. Only the node's responses are bounded by it, and
+/// our fragments when the node announces "unlimited" (0); measured on
+/// loopback, fragments beyond this gain nothing.
+pub const DEFAULT_MAX_PDU: u32 = 256 * 1024;
+
+/// The node to send to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub node_id: String,
+    pub host: String,
+    pub port: u16,
+    pub called_ae: String,
+    pub calling_ae: String,
+    /// Associations in parallel (0 is taken as 1).
+    pub max_associations: u32,
+}
+
+/// Deadlines and PDU size of a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendOptions {
+    /// TCP connect and association negotiation (A-ASSOCIATE-AC) deadline.
+    pub connect_timeout: Duration,
+    /// Read and write deadline once associated, e.g. waiting for a C-STORE-RSP.
+    pub io_timeout: Duration,
+    /// Our maximum PDU (announced to the node, and the cap of our own
+    /// fragments). Clamped to 16 KiB ..= 16 MiB.
+    pub max_pdu: u32,
+}
+
+impl Default for SendOptions {
+    fn default() -> Self {
+        SendOptions {
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            io_timeout: DEFAULT_IO_TIMEOUT,
+            max_pdu: DEFAULT_MAX_PDU,
+        }
+    }
+}
+
+/// What became of one instance: both variants are final for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ItemOutcome {
+    /// The node accepted it: status 0 or a warning (0x0001, 0x0107, 0x0116, 0xBxxx).
+    Stored { status: u16 },
+    /// Permanently refused: a failure status (0xA9xx, 0xCxxx, …) with
+    /// `status`, or without one for what never reached the node (refused
+    /// transfer syntax that cannot be converted, unreadable file, no
+    /// accepted context, association rejected permanently).
+    Failed { status: Option<u16>, error: String },
+}
+
+/// Reported from the sender threads, in the order things happen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SendEvent {
+    /// One instance is done (journal it before returning: the thread waits).
+    Acknowledged {
+        sop_instance_uid: String,
+        outcome: ItemOutcome,
+        /// From the first byte of the request to the parsed response (zero
+        /// when nothing was sent).
+        rtt: Duration,
+    },
+    /// An association failed, was aborted, timed out or the node is out of
+    /// resources (0xA7xx): the unacknowledged instances go back to the caller.
+    Transient { error: String },
+}
+
+/// The end of a batch.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BatchOutcome {
+    /// Not acknowledged: after a transient failure (retry them after a
+    /// backoff) or a cancel.
+    pub remaining: Vec<Item>,
+    /// Why `remaining` is not empty, unless it was a cancel.
+    pub transient_error: Option<String>,
+    /// Associations opened (established) during the batch.
+    pub associations: u32,
+}

@@ -1,0 +1,174 @@
+//! Dispatches in the local API: list and detail (read from the journal), and
+//! the operator actions replay, replay-all-failed and cancel (sent to the
+//! dispatcher, behind the token rule).
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use laminate_actors::dispatch::{CancelRequested, ReplayFailedRequested, ReplayRequested};
+use laminate_store::{DispatchRecord, Journal};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::AppState;
+
+/// The JSON shape of APPLIANCE.md (`stage`, `replays`, `label` added).
+pub fn dispatch_json(r: &DispatchRecord) -> Value {
+    json!({
+        "id": r.id,
+        "correlation_id": r.correlation_id,
+        "entity_type": r.entity_type,
+        "entity_id": r.entity_id,
+        "priority": r.priority,
+        "state": r.state(),
+        "stage": r.stage,
+        "label": r.label,
+        "replays": r.replays,
+        "created_at": laminate_actors::clock::ms_to_rfc3339(r.created_at_ms),
+        "updated_at": laminate_actors::clock::ms_to_rfc3339(r.updated_at_ms),
+        "nodes": r.nodes.iter().map(|n| json!({
+            "node_id": n.node_id,
+            "status": n.status,
+            "progress": n.progress(),
+            "files_sent": n.files_sent,
+            "files_total": n.files_total,
+            "error": n.error,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+#[derive(Deserialize)]
+pub struct ListQuery {
+    status: Option<String>,
+}
+
+pub async fn list(state: web::Data<AppState>, q: web::Query<ListQuery>) -> HttpResponse {
+    match state.running.store.journal_all() {
+        Ok(mut all) => {
+            all.reverse();
+            let rows: Vec<Value> = all
+                .iter()
+                .map(dispatch_json)
+                .filter(|v| q.status.as_deref().is_none_or(|s| v["state"] == s))
+                .collect();
+            HttpResponse::Ok().json(rows)
+        }
+        Err(e) => HttpResponse::InternalServerError().json(json!({ "error": e.to_string() })),
+    }
+}
+
+fn find(state: &AppState, id: &str) -> Result<Option<DispatchRecord>, String> {
+    let store = &state.running.store;
+    match store.journal_get(id).map_err(|e| e.to_string())? {
+        Some(r) => Ok(Some(r)),
+        None => store.journal_by_correlation(id).map_err(|e| e.to_string()),
+    }
+}
+
+pub async fn detail(state: web::Data<AppState>, path: web::Path<String>) -> HttpResponse {
+    match find(&state, &path) {
+        Ok(Some(r)) => HttpResponse::Ok().json(dispatch_json(&r)),
+        Ok(None) => {
+            HttpResponse::NotFound().json(json!({ "error": format!("no dispatch {path}") }))
+        }
+        Err(e) => HttpResponse::InternalServerError().json(json!({ "error": e })),
+    }
+}
+
+#[derive(Deserialize, Default)]
+pub struct ReplayBody {
+    nodes: Option<Vec<String>>,
+}
+
+pub async fn replay(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    body: web::Bytes,
+) -> HttpResponse {
+    if let Err(refusal) = state.policy.check(&req) {
+        return refusal.response();
+    }
+    let body: ReplayBody = if body.is_empty() {
+        ReplayBody::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(b) => b,
+            Err(e) => {
+                return HttpResponse::BadRequest()
+                    .json(json!({ "error": format!("body must be {{\"nodes\": [...]}}: {e}") }))
+            }
+        }
+    };
+    let msg = ReplayRequested {
+        id: path.into_inner(),
+        nodes: body.nodes,
+    };
+    answer(state.running.peers.dispatcher.send(msg).await)
+}
+
+pub async fn cancel(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> HttpResponse {
+    if let Err(refusal) = state.policy.check(&req) {
+        return refusal.response();
+    }
+    let msg = CancelRequested {
+        id: path.into_inner(),
+    };
+    answer(state.running.peers.dispatcher.send(msg).await)
+}
+
+fn answer(res: Result<Result<DispatchRecord, String>, actix::MailboxError>) -> HttpResponse {
+    match res {
+        Ok(Ok(r)) => HttpResponse::Ok().json(dispatch_json(&r)),
+        Ok(Err(e)) if e.starts_with("no dispatch") => {
+            HttpResponse::NotFound().json(json!({ "error": e }))
+        }
+        Ok(Err(e)) => HttpResponse::Conflict().json(json!({ "error": e })),
+        Err(e) => HttpResponse::ServiceUnavailable()
+            .json(json!({ "error": format!("dispatcher unavailable: {e}") })),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct ReplayAllQuery {
+    status: Option<String>,
+    since: Option<String>,
+}
+
+pub async fn replay_all(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    q: web::Query<ReplayAllQuery>,
+) -> HttpResponse {
+    if let Err(refusal) = state.policy.check(&req) {
+        return refusal.response();
+    }
+    if q.status.as_deref().is_some_and(|s| s != "failed") {
+        return HttpResponse::BadRequest()
+            .json(json!({ "error": "only status=failed can be replayed in bulk" }));
+    }
+    let since_ms = match q.since.as_deref() {
+        None | Some("") => None,
+        Some(t) => match time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339) {
+            Ok(t) => Some(u64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(0)),
+            Err(_) => {
+                return HttpResponse::BadRequest()
+                    .json(json!({ "error": format!("since must be an RFC 3339 time like 2025-10-04T06:00:00Z, got {t}") }))
+            }
+        },
+    };
+    match state
+        .running
+        .peers
+        .dispatcher
+        .send(ReplayFailedRequested { since_ms })
+        .await
+    {
+        Ok(Ok(ids)) => HttpResponse::Ok().json(json!({ "replayed": ids })),
+        Ok(Err(e)) => HttpResponse::InternalServerError().json(json!({ "error": e })),
+        Err(e) => HttpResponse::ServiceUnavailable()
+            .json(json!({ "error": format!("dispatcher unavailable: {e}") })),
+    }
+}
