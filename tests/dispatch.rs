@@ -364,3 +364,403 @@ fn mixed_syntaxes_reach_an_all_syntax_node_as_is_and_an_implicit_only_node_conve
     assert_eq!(got.len(), 6);
     assert!(got.values().all(|ts| ts == "1.2.840.10008.1.2"), "{got:?}");
 }
+
+fn paused_status() -> Value {
+    json!({"status": "paused", "is_active": false, "reason": "maintenance window", "updated_at": "2025-10-04T10:30:00.000Z"})
+}
+
+#[test]
+fn queued_dispatches_start_by_priority_then_age_and_pause_holds_them() {
+    let sim = sim();
+    let scp = StoreScp::start("PACS_A");
+    for id in ["s_low", "s_normal", "s_high", "s_high2"] {
+        sim.put_download(EntityKind::Session, id, study(1, 1, 1024).0);
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut app = Appliance::with_dir(tmp.path().to_path_buf(), &sim.backend_url(), &[]);
+    app.write_config(
+        "nodes.json",
+        &json!({"nodes": [node("node_1", "PACS_A", scp.port)]}),
+    );
+    app.write_config("proxy.json", &json!({"max_concurrent_dispatches": 1}));
+    app.write_config("status.json", &paused_status());
+    app.spawn();
+    app.wait_ready(T);
+    assert!(sim.wait_connected(T));
+    for (id, prio) in [
+        ("s_low", "low"),
+        ("s_normal", "normal"),
+        ("s_high", "high"),
+        ("s_high2", "high"),
+    ] {
+        assert!(sim.send_event(&dispatch_event(
+            "session",
+            id,
+            &format!("c_{id}"),
+            &["node_1"],
+            prio
+        )));
+    }
+    for id in ["s_low", "s_normal", "s_high", "s_high2"] {
+        sim.wait_frame(T, move |f| {
+            f["correlation_id"] == format!("c_{id}") && f["payload"]["status"] == "queued"
+        })
+        .expect("queued");
+    }
+    // Paused: nothing is downloaded.
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(sim.download_requests().is_empty());
+    assert_eq!(app.status()["dispatches"]["queued"], 4);
+    assert!(sim.send_event(&event(
+        "proxy.status_changed",
+        "resume",
+        json!({"status": "active", "is_active": true, "reason": ""})
+    )));
+    for id in ["s_low", "s_normal", "s_high", "s_high2"] {
+        let last = wait_final(&sim, &format!("c_{id}"), "node_1", T).expect("final");
+        assert_eq!(last["status"], "completed");
+    }
+    let order: Vec<String> = sim.download_requests().into_iter().map(|r| r.id).collect();
+    assert_eq!(order, ["s_high", "s_high2", "s_normal", "s_low"]);
+}
+
+#[test]
+fn kill_9_while_sending_resumes_after_restart_without_resending_acknowledged_instances() {
+    let sim = sim();
+    let scp = StoreScp::start("PACS_A");
+    let (zip, sops) = study(4, 400, 16 * 1024);
+    sim.put_download(EntityKind::Session, "sess_big", zip);
+    let mut app = Appliance::start_with_nodes(
+        &sim.backend_url(),
+        json!([node("node_1", "PACS_A", scp.port)]),
+        None,
+    );
+    app.wait_ready(T);
+    assert!(sim.wait_connected(T));
+    assert!(sim.send_event(&dispatch_event(
+        "session",
+        "sess_big",
+        "corr_k9",
+        &["node_1"],
+        "normal"
+    )));
+    eventually(Duration::from_secs(60), || {
+        (scp.store_requests() >= 100).then_some(())
+    })
+    .expect("sending started");
+    app.kill9();
+    let before = scp.store_requests();
+    assert!(
+        before < sops.len(),
+        "the dispatch finished before the kill; make it bigger"
+    );
+    app.spawn();
+    app.wait_ready(T);
+    let last = wait_final(&sim, "corr_k9", "node_1", Duration::from_secs(90))
+        .unwrap_or_else(|| panic!("{}", app.logs()));
+    assert_eq!(last["status"], "completed", "{last}");
+    assert_eq!(last["files_sent"], sops.len());
+    assert_eq!(scp.sop_uids(), sops, "exactly the instance set");
+    // At most one instance per association (4) may be sent twice.
+    let total = scp.store_requests();
+    assert!(
+        total <= sops.len() + 4,
+        "{total} requests for {} instances",
+        sops.len()
+    );
+    assert_eq!(sim.download_requests().len(), 1, "no second download");
+}
+
+#[test]
+fn a_dispatch_finishing_while_the_backend_is_down_reports_after_reconnect() {
+    let sim = sim();
+    let port = free_port();
+    let (zip, sops) = study(1, 3, 4096);
+    sim.put_download(EntityKind::Session, "sess_bd", zip);
+    let mut app = Appliance::start_with_nodes(
+        &sim.backend_url(),
+        json!([node("node_1", "PACS_A", port)]),
+        None,
+    );
+    app.wait_ready(T);
+    assert!(sim.wait_connected(T));
+    assert!(sim.send_event(&dispatch_event(
+        "session",
+        "sess_bd",
+        "corr_bd",
+        &["node_1"],
+        "normal"
+    )));
+    // Downloaded, now waiting for the node: the backend goes away.
+    sim.wait_frame(T, |f| {
+        f["correlation_id"] == "corr_bd" && f["payload"]["status"] == "retrying"
+    })
+    .expect("retrying");
+    sim.go_down();
+    let scp = StoreScp::start_on(port, "PACS_A", &[]);
+    eventually(Duration::from_secs(60), || {
+        (scp.sop_uids() == sops).then_some(())
+    })
+    .expect("delivered while the backend is down");
+    eventually(T, || {
+        (app.status()["outbox"]["depth"].as_u64()? > 0).then_some(())
+    })
+    .expect("statuses wait in the outbox");
+    sim.clear_frames();
+    sim.come_up().expect("up");
+    let last = wait_final(&sim, "corr_bd", "node_1", Duration::from_secs(60))
+        .expect("final after reconnect");
+    assert_eq!(last["status"], "completed");
+    eventually(T, || (app.status()["outbox"]["depth"] == 0).then_some(())).expect("outbox drained");
+}
+
+#[test]
+fn hostile_archives_fail_and_write_nothing_outside_the_spool() {
+    let sim = sim();
+    let scp = StoreScp::start("PACS_A");
+    let outside = tempfile::tempdir().expect("tempdir");
+    let abs_target = outside.path().join("abs.dcm");
+    let abs_name = abs_target.display().to_string();
+    let bomb = vec![0u8; 64 * 1024 * 1024];
+    let cases: Vec<(&str, bytes::Bytes, &str)> = vec![
+        (
+            "slip",
+            raw_zip(&[("ok.txt", b"fine", 0), ("../../evil.dcm", b"DICM", 0)]),
+            "../../evil.dcm",
+        ),
+        (
+            "abs",
+            raw_zip(&[(abs_name.as_str(), b"DICM", 0)]),
+            abs_name.as_str(),
+        ),
+        (
+            "link",
+            raw_zip(&[("link.dcm", b"/etc/passwd", 0o120777)]),
+            "link.dcm",
+        ),
+        ("bomb", raw_zip(&[("bomb.dcm", &bomb, 0)]), "bomb.dcm"),
+    ];
+    for (id, zip, _) in &cases {
+        sim.put_download(EntityKind::Scan, id, zip.clone());
+    }
+    let mut app = Appliance::start_with_nodes(
+        &sim.backend_url(),
+        json!([node("node_1", "PACS_A", scp.port)]),
+        None,
+    );
+    app.wait_ready(T);
+    assert!(sim.wait_connected(T));
+    for (id, _, _) in &cases {
+        assert!(sim.send_event(&dispatch_event(
+            "scan",
+            id,
+            &format!("c_{id}"),
+            &["node_1"],
+            "normal"
+        )));
+    }
+    for (id, _, entry) in &cases {
+        let last = wait_final(&sim, &format!("c_{id}"), "node_1", T)
+            .unwrap_or_else(|| panic!("{id}:\n{}", app.logs()));
+        assert_eq!(last["status"], "failed", "{id}: {last}");
+        let err = last["error"].as_str().unwrap_or_default();
+        assert!(
+            err.contains(entry.trim_start_matches('/')) || err.contains(entry),
+            "{id}: {err}"
+        );
+        assert_eq!(last["files_total"], 0);
+    }
+    assert!(!abs_target.exists());
+    let mut found = Vec::new();
+    let mut stack = vec![app.dir.clone()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name == "evil.dcm" || name == "link.dcm" || name == "bomb.dcm" || name == "abs.dcm" {
+                found.push(p.clone());
+            }
+            if p.is_dir() && !p.is_symlink() {
+                stack.push(p);
+            }
+        }
+    }
+    assert!(found.is_empty(), "written: {found:?}");
+    assert!(scp.sop_uids().is_empty());
+    let spool: Vec<_> = std::fs::read_dir(app.data_path("spool"))
+        .expect("spool")
+        .flatten()
+        .collect();
+    assert!(
+        spool.is_empty(),
+        "spool left behind: {:?}",
+        spool.iter().map(|e| e.path()).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn replay_resends_from_the_cache_and_the_cli_lists_and_replays() {
+    let sim = sim();
+    let scp = StoreScp::start("PACS_A");
+    let (zip, sops) = study(1, 4, 4096);
+    sim.put_download(EntityKind::Session, "sess_rp", zip);
+    let mut app = Appliance::start_with_nodes(
+        &sim.backend_url(),
+        json!([node("node_1", "PACS_A", scp.port)]),
+        None,
+    );
+    app.wait_ready(T);
+    assert!(sim.wait_connected(T));
+    assert!(sim.send_event(&dispatch_event(
+        "session",
+        "sess_rp",
+        "corr_rp",
+        &["node_1"],
+        "normal"
+    )));
+    assert_eq!(
+        wait_final(&sim, "corr_rp", "node_1", T).expect("final")["status"],
+        "completed"
+    );
+    let id = app.get_json("/api/dispatches")[0]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    sim.clear_frames();
+    let (code, body) = app
+        .post(&format!("/api/dispatches/{id}/replay"), None)
+        .expect("answer");
+    assert_eq!(code, 200, "{body}");
+    let last = wait_final(&sim, "corr_rp", "node_1", T).expect("final after replay");
+    assert_eq!(last["status"], "completed");
+    assert_eq!(
+        status_list(&sim, "corr_rp", "node_1")
+            .first()
+            .map(String::as_str),
+        Some("queued")
+    );
+    assert_eq!(scp.store_requests(), 2 * sops.len());
+    assert_eq!(sim.download_requests().len(), 1, "replayed from the cache");
+    let http_addr = format!("127.0.0.1:{}", app.http_port);
+    let (code, out) = run_binary(&["dispatches", "list", "--http-addr", &http_addr], &[]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains(&id) && out.contains("completed"), "{out}");
+    sim.clear_frames();
+    let (code, out) = run_binary(
+        &["dispatches", "replay", &id, "--http-addr", &http_addr],
+        &[],
+    );
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(
+        wait_final(&sim, "corr_rp", "node_1", T).expect("final")["status"],
+        "completed"
+    );
+    // An active dispatch cannot be replayed; an unknown one is 404.
+    let (code, _) = app
+        .post("/api/dispatches/nope/replay", None)
+        .expect("answer");
+    assert_eq!(code, 404);
+}
+
+#[test]
+fn cancel_during_retry_removal_of_a_node_and_session_deletion_stop_the_work() {
+    let sim = sim();
+    let (p1, p2, p3) = (free_port(), free_port(), free_port());
+    for id in ["sess_c1", "sess_c2", "sess_c3"] {
+        sim.put_download(EntityKind::Session, id, study(1, 2, 1024).0);
+    }
+    let nodes = json!([
+        node("n1", "PACS_A", p1),
+        node("n2", "PACS_B", p2),
+        node("n3", "PACS_C", p3)
+    ]);
+    let mut app = Appliance::start_with_nodes(
+        &sim.backend_url(),
+        nodes,
+        Some(json!({"max_concurrent_dispatches": 4})),
+    );
+    app.wait_ready(T);
+    assert!(sim.wait_connected(T));
+    assert!(sim.send_event(&dispatch_event(
+        "session",
+        "sess_c1",
+        "c1",
+        &["n1"],
+        "normal"
+    )));
+    assert!(sim.send_event(&dispatch_event(
+        "session",
+        "sess_c2",
+        "c2",
+        &["n2"],
+        "normal"
+    )));
+    assert!(sim.send_event(&dispatch_event(
+        "session",
+        "sess_c3",
+        "c3",
+        &["n3"],
+        "normal"
+    )));
+    for c in ["c1", "c2", "c3"] {
+        sim.wait_frame(T, move |f| {
+            f["correlation_id"] == c && f["payload"]["status"] == "retrying"
+        })
+        .expect("retrying");
+    }
+    // Operator cancel.
+    let (code, body) = app.post("/api/dispatches/c1/cancel", None).expect("answer");
+    assert_eq!(code, 200, "{body}");
+    let c1 = wait_final(&sim, "c1", "n1", T).expect("final c1");
+    assert_eq!(c1["status"], "cancelled");
+    // Node removed.
+    assert!(sim.send_event(&event(
+        "proxy.nodes_changed",
+        "rm_n2",
+        json!({"action": "removed", "nodes": [{"node_id": "n2"}]})
+    )));
+    let c2 = wait_final(&sim, "c2", "n2", T).expect("final c2");
+    assert_eq!(c2["status"], "cancelled");
+    // Session deleted.
+    let mut del = event(
+        "session.deleted",
+        "del_c3",
+        json!({"study_instance_uid": "1.2.3.999"}),
+    );
+    del["entity_type"] = json!("session");
+    del["entity_id"] = json!("sess_c3");
+    assert!(sim.send_event(&del));
+    let c3 = wait_final(&sim, "c3", "n3", T).expect("final c3");
+    assert_eq!(c3["status"], "cancelled");
+    // Nodes coming up later receive nothing.
+    let late = StoreScp::start_on(p1, "PACS_A", &[]);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(late.store_requests(), 0);
+    assert_eq!(app.status()["dispatches"]["active"], 0);
+}
+
+#[test]
+fn orthanc_receives_exactly_the_instance_set() {
+    let sim = sim();
+    let orthanc = Orthanc::start("ORTHANC");
+    let (zip, sops) = study(3, 10, 16 * 1024);
+    sim.put_download(EntityKind::Session, "sess_o", zip);
+    let mut app = Appliance::start_with_nodes(
+        &sim.backend_url(),
+        json!([node("orthanc", "ORTHANC", orthanc.dicom_port)]),
+        None,
+    );
+    app.wait_ready(T);
+    assert!(sim.wait_connected(T));
+    assert!(sim.send_event(&dispatch_event(
+        "session",
+        "sess_o",
+        "corr_o",
+        &["orthanc"],
+        "normal"
+    )));
+    let last = wait_final(&sim, "corr_o", "orthanc", Duration::from_secs(60))
+        .unwrap_or_else(|| panic!("{}", app.logs()));
+    assert_eq!(last["status"], "completed", "{last}");
+    assert_eq!(orthanc.sop_uids(), sops);
+}

@@ -446,3 +446,97 @@ pub fn wait_final(sim: &BackendSim, corr: &str, node: &str, timeout: Duration) -
 pub fn path_exists(p: &Path) -> bool {
     p.exists()
 }
+
+/// An Orthanc on free loopback ports (DICOM and REST), as a PACS node. Killed on drop.
+pub struct Orthanc {
+    pub dicom_port: u16,
+    pub http_port: u16,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Orthanc {
+    pub fn start(ae: &str) -> Orthanc {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (dicom_port, http_port) = (free_port(), free_port());
+        let cfg = json!({
+            "Name": "laminate-test",
+            "StorageDirectory": dir.path().join("db"),
+            "IndexDirectory": dir.path().join("db"),
+            "DicomAet": ae,
+            "DicomPort": dicom_port,
+            "HttpPort": http_port,
+            "RemoteAccessAllowed": false,
+            "AuthenticationEnabled": false,
+            "DicomCheckCalledAet": true,
+            "StorageCompression": false,
+            "Plugins": [],
+        });
+        let cfg_path = dir.path().join("orthanc.json");
+        std::fs::write(&cfg_path, cfg.to_string()).expect("config");
+        let log = File::create(dir.path().join("orthanc.log")).expect("log");
+        let child = Command::new("/usr/sbin/Orthanc")
+            .arg(&cfg_path)
+            .stdout(Stdio::from(log.try_clone().expect("log")))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("Orthanc (apt-get install orthanc)");
+        let o = Orthanc {
+            dicom_port,
+            http_port,
+            child,
+            _dir: dir,
+        };
+        eventually(Duration::from_secs(30), || {
+            http("GET", &format!("http://127.0.0.1:{http_port}/system"), None)
+                .filter(|r| r.0 == 200)
+        })
+        .expect("Orthanc answers");
+        o
+    }
+
+    /// The SOP Instance UIDs Orthanc holds, read through its REST API.
+    pub fn sop_uids(&self) -> std::collections::BTreeSet<String> {
+        let url = format!("http://127.0.0.1:{}/instances?expand", self.http_port);
+        let (_, body) = http("GET", &url, None).expect("Orthanc REST");
+        let v: Value = serde_json::from_str(&body).unwrap_or_default();
+        v.as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|i| {
+                        i["MainDicomTags"]["SOPInstanceUID"]
+                            .as_str()
+                            .map(str::to_owned)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Orthanc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A zip whose entries are given raw: `(name, data, unix mode or 0)`; a mode of
+/// 0o120777 makes a symlink. For hostile-archive tests.
+pub fn raw_zip(entries: &[(&str, &[u8], u32)]) -> bytes::Bytes {
+    use std::io::Write;
+    let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    for (name, data, mode) in entries {
+        if *mode & 0o170000 == 0o120000 {
+            let target = String::from_utf8_lossy(data).into_owned();
+            w.add_symlink(*name, target, zip::write::SimpleFileOptions::default())
+                .expect("symlink");
+        } else {
+            let opts = zip::write::SimpleFileOptions::default()
+                .compression_method(zip::CompressionMethod::Deflated);
+            w.start_file(*name, opts).expect("entry");
+            w.write_all(data).expect("data");
+        }
+    }
+    bytes::Bytes::from(w.finish().expect("zip").into_inner())
+}
