@@ -140,16 +140,43 @@ fn run(settings: Settings) -> Result<(), Refusal> {
         tracing::info!(url = %format!("http://{}/", settings.http_addr), "status page listening");
 
         wait_for_signal().await;
-        tracing::info!("shutting down");
-        running.peers.link.do_send(LinkShutdownRequested);
-        handle.stop(true).await;
-        if let Err(e) = store.flush() {
-            tracing::error!(error = %e, "store flush at shutdown failed");
-        }
-        actix_rt::time::sleep(std::time::Duration::from_millis(100)).await;
+        shutdown(&running, handle, &store).await;
         Ok::<(), anyhow::Error>(())
     })?;
     Ok(())
+}
+
+/// How long the instances in flight get to finish (the container's stop grace is 10 s).
+const DRAIN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(7);
+
+/// The one shutdown path: stop taking work, let every C-STORE in flight get its
+/// response (journaled), close the link, stop the HTTP server, flush the store.
+pub async fn shutdown(
+    running: &system::Running,
+    http: actix_web::dev::ServerHandle,
+    store: &Store,
+) {
+    let started = std::time::Instant::now();
+    tracing::info!("shutting down: finishing the instances in flight");
+    let drained = running
+        .peers
+        .dispatcher
+        .send(laminate_actors::dispatch::ShutdownRequested)
+        .timeout(DRAIN_DEADLINE)
+        .await;
+    if drained.is_err() {
+        tracing::warn!(
+            "instances still in flight at the deadline; they are sent again after restart"
+        );
+    }
+    running.peers.link.do_send(LinkShutdownRequested);
+    http.stop(true).await;
+    if let Err(e) = store.flush() {
+        tracing::error!(error = %e, "store flush at shutdown failed");
+    }
+    // Lets the link write its Close frame.
+    actix_rt::time::sleep(std::time::Duration::from_millis(200)).await;
+    tracing::info!(ms = started.elapsed().as_millis() as u64, "stopped");
 }
 
 /// Waits for SIGTERM or SIGINT.

@@ -764,3 +764,50 @@ fn orthanc_receives_exactly_the_instance_set() {
     assert_eq!(last["status"], "completed", "{last}");
     assert_eq!(orthanc.sop_uids(), sops);
 }
+
+#[test]
+fn sigterm_while_sending_exits_cleanly_in_time_and_the_restart_resends_nothing() {
+    let sim = sim();
+    let scp = StoreScp::start("PACS_A");
+    let (zip, sops) = study(4, 400, 16 * 1024);
+    sim.put_download(EntityKind::Session, "sess_term", zip);
+    let mut app = Appliance::start_with_nodes(
+        &sim.backend_url(),
+        json!([node("node_1", "PACS_A", scp.port)]),
+        None,
+    );
+    app.wait_ready(T);
+    assert!(sim.wait_connected(T));
+    assert!(sim.send_event(&dispatch_event(
+        "session",
+        "sess_term",
+        "corr_term",
+        &["node_1"],
+        "normal"
+    )));
+    eventually(Duration::from_secs(60), || {
+        (scp.store_requests() >= 100).then_some(())
+    })
+    .expect("sending started");
+    let started = std::time::Instant::now();
+    let code = app.terminate();
+    let took = started.elapsed();
+    assert_eq!(code, Some(0), "{}", app.logs());
+    assert!(took < Duration::from_secs(10), "shutdown took {took:?}");
+    let before = scp.store_requests();
+    assert!(
+        before < sops.len(),
+        "finished before the signal; make it bigger"
+    );
+    app.spawn();
+    app.wait_ready(T);
+    let last = wait_final(&sim, "corr_term", "node_1", Duration::from_secs(90))
+        .unwrap_or_else(|| panic!("{}", app.logs()));
+    assert_eq!(last["status"], "completed", "{last}");
+    assert_eq!(scp.sop_uids(), sops);
+    assert_eq!(
+        scp.store_requests(),
+        sops.len(),
+        "a graceful stop re-sends nothing"
+    );
+}

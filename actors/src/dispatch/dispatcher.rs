@@ -16,6 +16,7 @@ use laminate_store::{
 
 use super::accept::{new_record, parse_request, target_nodes};
 use super::job::{DispatchJob, JobUpdate};
+use super::messages::ShutdownRequested;
 use super::messages::{
     CancelNodes, CancelRequested, DispatchReceived, JobFinished, ReplayFailedRequested,
     ReplayRequested,
@@ -38,6 +39,7 @@ pub struct Dispatcher {
     max_concurrent: usize,
     paused: bool,
     running: HashMap<String, Addr<DispatchJob>>,
+    shutting_down: bool,
 }
 
 fn policy_of(s: &ProxySettings) -> RetryPolicy {
@@ -67,6 +69,7 @@ impl Dispatcher {
             max_concurrent: settings.max_concurrent_dispatches.max(1) as usize,
             paused: !status.is_active,
             running: HashMap::new(),
+            shutting_down: false,
         }
     }
 
@@ -107,7 +110,7 @@ impl Dispatcher {
                 .filter(|r| r.state() == DispatchState::Active)
                 .count() as u64,
         );
-        if self.paused {
+        if self.paused || self.shutting_down {
             return;
         }
         waiting.sort_by_key(|r| (r.priority, r.seq));
@@ -445,8 +448,24 @@ impl Handler<ProxyStatusUpdated> for Dispatcher {
     }
 }
 
+impl Handler<ShutdownRequested> for Dispatcher {
+    type Result = ResponseFuture<()>;
+    fn handle(&mut self, _: ShutdownRequested, _: &mut Context<Self>) -> Self::Result {
+        self.shutting_down = true;
+        let waits: Vec<_> = self
+            .running
+            .values()
+            .map(|job| job.send(ShutdownRequested))
+            .collect();
+        Box::pin(async move {
+            let _ = futures_util::future::join_all(waits).await;
+        })
+    }
+}
+
 crate::delivered_handlers!(
     Dispatcher: DispatchReceived,
+    ShutdownRequested,
     JobFinished,
     CancelRequested,
     ReplayRequested,

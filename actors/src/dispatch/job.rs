@@ -13,7 +13,7 @@ use laminate_config::Node;
 use laminate_store::{Journal, NodeStatus};
 
 use super::dispatcher::Dispatcher;
-use super::messages::{CancelNodes, JobFinished};
+use super::messages::{CancelNodes, JobFinished, ShutdownRequested};
 use super::pipeline;
 use super::retry::RetryPolicy;
 use super::shared::{JobEnv, JobShared};
@@ -167,5 +167,17 @@ impl Handler<CancelNodes> for DispatchJob {
             });
             sh.stop_batches(Some(&node));
         }
+    }
+}
+
+impl Handler<ShutdownRequested> for DispatchJob {
+    type Result = ResponseFuture<()>;
+    fn handle(&mut self, _: ShutdownRequested, _: &mut Context<Self>) -> Self::Result {
+        let Some(sh) = self.shared.clone() else {
+            return Box::pin(async {});
+        };
+        // Paused in memory only: status.json is untouched, the next start resumes.
+        sh.set_paused(true);
+        Box::pin(async move { sh.wait_batches_done().await })
     }
 }

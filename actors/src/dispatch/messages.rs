@@ -48,3 +48,9 @@ pub struct CancelNodes {
     pub nodes: Option<Vec<String>>,
     pub reason: String,
 }
+
+/// The appliance is stopping: no new stage or instance starts; answered once every
+/// instance in flight has its response (and is journaled).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct ShutdownRequested;

@@ -25,5 +25,7 @@ pub mod retry;
 pub mod shared;
 
 pub use dispatcher::Dispatcher;
-pub use messages::{CancelRequested, DispatchReceived, ReplayFailedRequested, ReplayRequested};
+pub use messages::{
+    CancelRequested, DispatchReceived, ReplayFailedRequested, ReplayRequested, ShutdownRequested,
+};
 pub use shared::JobEnv;

@@ -469,6 +469,7 @@ async fn send_to_node(env: Rc<JobEnv>, sh: Rc<JobShared>, node_id: String, sops:
             send_batch(&target, items, &opts, &stop, &on_event)
         });
         tokio::pin!(batch);
+        sh.batch_started();
         let mut stored = stored_before;
         let mut last_report = Instant::now();
         let outcome = loop {
@@ -494,6 +495,7 @@ async fn send_to_node(env: Rc<JobEnv>, sh: Rc<JobShared>, node_id: String, sops:
                 done = &mut batch => break done,
             }
         };
+        sh.batch_ended();
         // Events sent just before the batch returned.
         while let Ok(ev) = rx.try_recv() {
             if let SendEvent::Acknowledged {

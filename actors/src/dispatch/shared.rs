@@ -47,6 +47,8 @@ pub struct JobShared {
     pub paused: Cell<bool>,
     /// Per node: "stop after the instance in flight" for its current batch.
     stop_flags: RefCell<HashMap<String, Arc<AtomicBool>>>,
+    /// Sender batches running on blocking threads (shutdown waits for them).
+    active_batches: Cell<usize>,
     pub changed: Notify,
 }
 
@@ -58,6 +60,7 @@ impl JobShared {
             policy: Cell::new(policy),
             paused: Cell::new(paused),
             stop_flags: RefCell::new(HashMap::new()),
+            active_batches: Cell::new(0),
             changed: Notify::new(),
         }
     }
@@ -83,6 +86,27 @@ impl JobShared {
             }
         }
         self.changed.notify_waiters();
+    }
+
+    pub fn batch_started(&self) {
+        self.active_batches.set(self.active_batches.get() + 1);
+    }
+
+    pub fn batch_ended(&self) {
+        self.active_batches
+            .set(self.active_batches.get().saturating_sub(1));
+        self.changed.notify_waiters();
+    }
+
+    /// Waits until no sender batch runs (each finishes its instance in flight first).
+    pub async fn wait_batches_done(&self) {
+        while self.active_batches.get() > 0 {
+            let woken = self.changed.notified();
+            if self.active_batches.get() == 0 {
+                break;
+            }
+            woken.await;
+        }
     }
 
     pub fn set_paused(&self, paused: bool) {
