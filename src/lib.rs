@@ -4,6 +4,7 @@
 //!
 //! # Layout
 //! - [`cli`]: subcommands, flags and environment variables.
+//! - [`demo`]: `laminate-proxy demo` — simulator, embedded PACS, synthetic study, the appliance.
 //! - [`run`]: `laminate-proxy run` — settings, config files, store, actors, HTTP, signals.
 //! - [`http`]: the local HTTP server (probes, JSON API, operator actions).
 //! - [`ops`]: operator commands against a running appliance (`healthcheck`, `nodes`).
@@ -11,6 +12,7 @@
 //! - [`sim`]: the backend simulator used by the tests and `demo`.
 
 pub mod cli;
+pub mod demo;
 pub mod http;
 pub mod logging;
 pub mod ops;

@@ -10,10 +10,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Run(args) => laminate_proxy::run::main(args),
-        Command::Demo(_) => {
-            eprintln!("laminate-proxy demo: not available in this version yet");
-            ExitCode::FAILURE
-        }
+        Command::Demo(args) => laminate_proxy::demo::main(args),
         Command::Healthcheck(api) => laminate_proxy::ops::healthcheck(api),
         Command::Nodes { command, api } => laminate_proxy::ops::nodes(command, api),
         Command::Dispatches { command, api } => laminate_proxy::ops::dispatches(command, api),

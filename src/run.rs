@@ -44,6 +44,11 @@ pub fn main(args: RunArgs) -> ExitCode {
             return ExitCode::from(EXIT_BAD_CONFIG);
         }
     };
+    run_settings(settings)
+}
+
+/// Runs the appliance with validated settings until a signal (also used by `demo`).
+pub fn run_settings(settings: Settings) -> ExitCode {
     match run(settings) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Refusal::Config(msg)) => {
