@@ -119,7 +119,16 @@ pub struct RunArgs {
     /// `text` or `json`.
     #[arg(long, env = "LAMINATE_PROXY_LOG_FORMAT", default_value = "text")]
     pub log_format: String,
+    /// Ingest: accept C-STORE whatever AE title the sender calls (default: only ours).
+    #[arg(long, env = "LAMINATE_PROXY_INGEST_ACCEPT_ANY_AE")]
+    pub ingest_accept_any_ae: bool,
+    /// Ingest: under this much free disk space, C-STORE is answered 0xA700 (out of resources).
+    #[arg(long, env = "LAMINATE_PROXY_INGEST_MIN_FREE_BYTES", default_value_t = DEFAULT_INGEST_MIN_FREE_BYTES)]
+    pub ingest_min_free_bytes: u64,
 }
+
+/// 1 GiB: room for the store, the spool and a few studies in flight.
+pub const DEFAULT_INGEST_MIN_FREE_BYTES: u64 = 1024 * 1024 * 1024;
 
 #[derive(Debug, Clone, Args)]
 pub struct DemoArgs {
@@ -143,4 +152,6 @@ pub const ENV_VARS: &[&str] = &[
     "LAMINATE_PROXY_DICOM_ADDR",
     "LAMINATE_PROXY_CA_FILE",
     "LAMINATE_PROXY_LOG_FORMAT",
+    "LAMINATE_PROXY_INGEST_ACCEPT_ANY_AE",
+    "LAMINATE_PROXY_INGEST_MIN_FREE_BYTES",
 ];

@@ -33,10 +33,21 @@ pub fn main(args: DemoArgs) -> ExitCode {
 
 fn demo(args: DemoArgs) -> Result<ExitCode, String> {
     let tmp = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let root: PathBuf = args.data_dir.clone().unwrap_or_else(|| tmp.path().to_path_buf());
+    let root: PathBuf = args
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| tmp.path().to_path_buf());
     let data_dir = root.join("appliance");
     let pacs_dir = root.join("pacs");
-    let key = format!("pk_demo_{}", fresh_uid().replace('.', "").chars().rev().take(12).collect::<String>());
+    let key = format!(
+        "pk_demo_{}",
+        fresh_uid()
+            .replace('.', "")
+            .chars()
+            .rev()
+            .take(12)
+            .collect::<String>()
+    );
 
     println!("laminate-proxy demo: preparing a synthetic study…");
     let sim = BackendSim::start(SimOptions {
@@ -49,9 +60,24 @@ fn demo(args: DemoArgs) -> Result<ExitCode, String> {
         study_uid: fresh_uid(),
         patient_id: "DEMO-0001".into(),
         series: vec![
-            SeriesSpec { number: 1, uid: fresh_uid(), instances: 40, syntax: Syntax::ExplicitLe },
-            SeriesSpec { number: 2, uid: fresh_uid(), instances: 30, syntax: Syntax::ImplicitLe },
-            SeriesSpec { number: 3, uid: fresh_uid(), instances: 30, syntax: Syntax::ExplicitLe },
+            SeriesSpec {
+                number: 1,
+                uid: fresh_uid(),
+                instances: 40,
+                syntax: Syntax::ExplicitLe,
+            },
+            SeriesSpec {
+                number: 2,
+                uid: fresh_uid(),
+                instances: 30,
+                syntax: Syntax::ImplicitLe,
+            },
+            SeriesSpec {
+                number: 3,
+                uid: fresh_uid(),
+                instances: 30,
+                syntax: Syntax::ExplicitLe,
+            },
         ],
         pixel_bytes: 256 * 1024,
     };
@@ -76,15 +102,26 @@ fn demo(args: DemoArgs) -> Result<ExitCode, String> {
         dicom_addr: "127.0.0.1:0".into(),
         ..RawSettings::default()
     })
-    .map_err(|p| p.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("; "))?;
+    .map_err(|p| {
+        p.iter()
+            .map(|p| p.to_string())
+            .collect::<Vec<_>>()
+            .join("; ")
+    })?;
 
-    println!("laminate-proxy demo: status page at http://{}/ — Ctrl-C to stop", settings.http_addr);
+    println!(
+        "laminate-proxy demo: status page at http://{}/ — Ctrl-C to stop",
+        settings.http_addr
+    );
     println!("  backend simulator  {}", sim.backend_url());
-    println!("  demo PACS          {PACS_AE} at {pacs_addr} (files in {})", pacs_dir.display());
+    println!(
+        "  demo PACS          {PACS_AE} at {pacs_addr} (files in {})",
+        pacs_dir.display()
+    );
     println!("  data dir           {}", data_dir.display());
     let total = instances.len();
     let driver = std::thread::spawn(move || drive(sim, total));
-    let code = crate::run::run_settings(settings);
+    let code = crate::run::run_settings(settings, crate::run::IngestOptions::default());
     drop(driver);
     Ok(code)
 }
@@ -102,7 +139,9 @@ fn drive(sim: BackendSim, total: usize) -> BackendSim {
         "payload": {"subject_id": "subj_demo", "nodes": ["demo_pacs"], "session_label": "Demo CT", "priority": "normal"}
     });
     sim.send_event(&event);
-    println!("laminate-proxy demo: backend dispatched {SESSION_ID} ({total} instances) to demo_pacs");
+    println!(
+        "laminate-proxy demo: backend dispatched {SESSION_ID} ({total} instances) to demo_pacs"
+    );
     let mut shown = 0;
     loop {
         let frames: Vec<_> = sim
@@ -118,14 +157,19 @@ fn drive(sim: BackendSim, total: usize) -> BackendSim {
                 p["progress"],
                 p["files_sent"],
                 p["files_total"],
-                p["error"].as_str().map(|e| format!("  ({e})")).unwrap_or_default()
+                p["error"]
+                    .as_str()
+                    .map(|e| format!("  ({e})"))
+                    .unwrap_or_default()
             );
         }
         shown = frames.len();
-        if frames
-            .last()
-            .is_some_and(|f| matches!(f["payload"]["status"].as_str(), Some("completed" | "failed" | "cancelled")))
-        {
+        if frames.last().is_some_and(|f| {
+            matches!(
+                f["payload"]["status"].as_str(),
+                Some("completed" | "failed" | "cancelled")
+            )
+        }) {
             println!("laminate-proxy demo: done — replay it from the status page; Ctrl-C to stop");
             return sim;
         }

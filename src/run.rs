@@ -6,6 +6,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
+use laminate_actors::ingest::{IngestActor, IngestSettings};
 use laminate_actors::link::{tls, LinkSettings, LinkShutdownRequested};
 use laminate_actors::system::{self, SystemConfig};
 use laminate_config::settings::{validate_settings, RawSettings, Settings};
@@ -34,7 +35,27 @@ pub fn settings_from(args: RunArgs) -> Result<Settings, Vec<String>> {
     .map_err(|problems| problems.iter().map(|p| p.to_string()).collect())
 }
 
+/// Ingest options that are not in the contract's settings table (docs/protocol.md).
+#[derive(Debug, Clone, Copy)]
+pub struct IngestOptions {
+    pub accept_any_called_ae: bool,
+    pub min_free_bytes: u64,
+}
+
+impl Default for IngestOptions {
+    fn default() -> Self {
+        Self {
+            accept_any_called_ae: false,
+            min_free_bytes: crate::cli::DEFAULT_INGEST_MIN_FREE_BYTES,
+        }
+    }
+}
+
 pub fn main(args: RunArgs) -> ExitCode {
+    let ingest = IngestOptions {
+        accept_any_called_ae: args.ingest_accept_any_ae,
+        min_free_bytes: args.ingest_min_free_bytes,
+    };
     let settings = match settings_from(args) {
         Ok(s) => s,
         Err(lines) => {
@@ -44,12 +65,12 @@ pub fn main(args: RunArgs) -> ExitCode {
             return ExitCode::from(EXIT_BAD_CONFIG);
         }
     };
-    run_settings(settings)
+    run_settings(settings, ingest)
 }
 
 /// Runs the appliance with validated settings until a signal (also used by `demo`).
-pub fn run_settings(settings: Settings) -> ExitCode {
-    match run(settings) {
+pub fn run_settings(settings: Settings, ingest: IngestOptions) -> ExitCode {
+    match run(settings, ingest) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Refusal::Config(msg)) => {
             eprintln!("laminate-proxy: {msg}");
@@ -82,7 +103,7 @@ fn prepare_data_dir(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn run(settings: Settings) -> Result<(), Refusal> {
+fn run(settings: Settings, ingest: IngestOptions) -> Result<(), Refusal> {
     prepare_data_dir(&settings.data_dir)?;
     let loaded = laminate_config::load_config(&settings.data_dir).map_err(|e| {
         Refusal::Config(format!(
@@ -123,6 +144,15 @@ fn run(settings: Settings) -> Result<(), Refusal> {
             store: store.clone(),
             log_level_hook: Some(log_hook),
         });
+        if let Some(addr) = settings.dicom_addr {
+            let mut opts = IngestSettings::new(addr, settings.ae_title.clone(), settings.data_dir.clone());
+            opts.accept_any_called_ae = ingest.accept_any_called_ae;
+            opts.min_free_bytes = ingest.min_free_bytes;
+            let health = running.board.health.register("ingest");
+            IngestActor::start(health, opts, store.clone()).with_context(|| {
+                format!("--dicom-addr {addr} (LAMINATE_PROXY_DICOM_ADDR), or `off` to disable the ingest SCP")
+            })?;
+        }
         let policy = ActionPolicy::new(
             settings.status_token.clone(),
             laminate_config::settings::is_loopback(&settings.http_addr),

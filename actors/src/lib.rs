@@ -13,6 +13,7 @@
 //! - [`nodes`]: C-ECHO of the PACS nodes.
 //! - [`dispatch`]: the dispatcher and one job per dispatch: download → extract → index → send → report.
 //! - [`send`]: the C-STORE sender: associations per node over a shared work list.
+//! - [`ingest`]: the C-STORE SCP modalities send studies to; fills the local DICOM cache.
 //! - [`deletion`]: `session.deleted` / `scan.deleted` against the local store.
 //! - [`envelope`]: the wire envelope, parsing untrusted frames and building outgoing ones.
 //! - [`dimse`]: DIMSE command sets (C-ECHO, C-STORE) shared by the DICOM code.
@@ -31,6 +32,7 @@ pub mod dispatch;
 pub mod envelope;
 pub mod health;
 pub mod heartbeat;
+pub mod ingest;
 pub mod link;
 pub mod nodes;
 pub mod peers;

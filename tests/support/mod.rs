@@ -100,6 +100,11 @@ impl Appliance {
         a
     }
 
+    /// Keeps a temporary directory alive as long as the appliance.
+    pub fn keep_dir(&mut self, dir: tempfile::TempDir) {
+        self._tmp = Some(dir);
+    }
+
     pub fn write_config(&self, name: &str, v: &Value) {
         std::fs::create_dir_all(&self.data_dir).expect("mkdir");
         std::fs::write(

@@ -16,7 +16,9 @@ use super::{association, BatchOutcome, Item, ItemOutcome, SendEvent, SendOptions
 ///
 /// `on_event` is called from the sender threads, for each acknowledgement
 /// before that thread takes its next item (journal it there), and for each
-/// transient failure.
+/// transient failure of an established association (a failure to associate
+/// only shows in the returned `transient_error`). Items failed wholesale by a
+/// permanent rejection are reported from the calling thread.
 ///
 /// Returns when every item is acknowledged or failed; when `cancel` is set
 /// (each in-flight instance gets its response first; the rest is returned

@@ -78,7 +78,7 @@ impl Wire {
     pub(crate) fn new(peer_max_pdu: u32, our_max_pdu: u32) -> Wire {
         let pdu = peer_max_pdu.min(our_max_pdu) as usize;
         // A PDU of length L carries one PDV of L - 6 data bytes.
-        let max_fragment = pdu.saturating_sub(PDV_HEADER).max(256);
+        let max_fragment = pdu.saturating_sub(PDV_HEADER).max(1);
         let cap = WRITE_CHUNK.max(max_fragment + FRAME_HEADER + COMMAND_ROOM);
         Wire {
             out: vec![0; cap],

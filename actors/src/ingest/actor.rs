@@ -1,0 +1,319 @@
+//! The ingest actor: owns the listening socket, accepts connections and hands
+//! each one to its own association thread. See `mod.rs`.
+
+use std::io;
+use std::net::SocketAddr;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use dicom_ul::pdu::{
+    AssociationRJ, AssociationRJResult, AssociationRJServiceProviderPresentationReason,
+    AssociationRJSource, Pdu,
+};
+use laminate_store::Store;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use super::messages::InstanceIngested;
+use super::scp::{self, Shared};
+use super::writer::Dirs;
+use crate::health::{panic_message, ActorHealth, ActorState, Mailbox, Monitored};
+
+/// Default disk floor: under 1 GiB free, C-STORE answers 0xA700 (out of
+/// resources) rather than filling the disk the store and logs live on.
+pub const DEFAULT_MIN_FREE_BYTES: u64 = 1 << 30;
+/// Default cap on simultaneous associations (one thread each).
+pub const DEFAULT_MAX_ASSOCIATIONS: usize = 32;
+/// After a failed `accept` (out of file descriptors, say), wait this long
+/// instead of spinning.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// If the listening socket cannot be (re)armed, try again after this long.
+const LISTEN_RETRY: Duration = Duration::from_secs(1);
+/// A peer refused for the association cap gets this long to send its
+/// A-ASSOCIATE-RQ before the A-ASSOCIATE-RJ.
+const BUSY_REJECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The most of an A-ASSOCIATE-RQ read (and discarded) before rejecting it.
+const MAX_REJECTED_RQ: u64 = 1 << 20;
+
+/// What the ingest SCP needs.
+#[derive(Debug, Clone)]
+pub struct IngestSettings {
+    /// Where to listen (`--dicom-addr`).
+    pub addr: SocketAddr,
+    /// Our AE title (`--ae-title`); the called AE title must equal it unless
+    /// `accept_any_called_ae`.
+    pub ae_title: String,
+    pub accept_any_called_ae: bool,
+    /// The data dir; instances go to `{data_dir}/storage/`.
+    pub data_dir: PathBuf,
+    /// Under this much free space, C-STORE answers 0xA700 without writing.
+    pub min_free_bytes: u64,
+    /// Simultaneous associations; more are rejected (transient, local limit
+    /// exceeded) so the sender retries later.
+    pub max_associations: usize,
+}
+
+impl IngestSettings {
+    /// Settings with the default disk floor and association cap.
+    pub fn new(
+        addr: SocketAddr,
+        ae_title: impl Into<String>,
+        data_dir: impl Into<PathBuf>,
+    ) -> Self {
+        Self {
+            addr,
+            ae_title: ae_title.into(),
+            accept_any_called_ae: false,
+            data_dir: data_dir.into(),
+            min_free_bytes: DEFAULT_MIN_FREE_BYTES,
+            max_associations: DEFAULT_MAX_ASSOCIATIONS,
+        }
+    }
+}
+
+/// Why the ingest SCP could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("cannot listen for DICOM on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot prepare the DICOM storage directory {path}: {source}")]
+    Storage {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// The started actor.
+pub struct IngestHandle {
+    pub mailbox: Mailbox<IngestActor>,
+    /// The address actually bound (the port, when `addr` asked for port 0).
+    pub local_addr: SocketAddr,
+}
+
+pub struct IngestActor {
+    health: ActorHealth,
+    settings: IngestSettings,
+    store: Store,
+    dirs: Dirs,
+    /// Bound once in [`IngestActor::start`] and kept across restarts, so a
+    /// restart never loses the port; each incarnation accepts on a clone.
+    listener: std::net::TcpListener,
+    /// One permit per running association; outlives restarts with the actor.
+    slots: Arc<Semaphore>,
+    instances: u64,
+    bytes: u64,
+}
+
+impl IngestActor {
+    /// Prepares `{data_dir}/storage`, binds `settings.addr` and starts the
+    /// actor under a `Supervisor`. Call inside a running actix System. A bind
+    /// failure is returned here, at start-up, not left to the actor.
+    pub fn start(
+        health: ActorHealth,
+        settings: IngestSettings,
+        store: Store,
+    ) -> Result<IngestHandle, IngestError> {
+        let dirs = Dirs::new(&settings.data_dir);
+        let stale = dirs.prepare().map_err(|source| IngestError::Storage {
+            path: dirs.incoming.clone(),
+            source,
+        })?;
+        if stale > 0 {
+            tracing::info!(files = stale, "removed unfinished incoming instances");
+        }
+        let bind_err = |source| IngestError::Bind {
+            addr: settings.addr,
+            source,
+        };
+        let listener = std::net::TcpListener::bind(settings.addr).map_err(bind_err)?;
+        let local_addr = listener.local_addr().map_err(bind_err)?;
+        tracing::info!(addr = %local_addr, ae_title = %settings.ae_title, "DICOM ingest listening");
+        let slots = Arc::new(Semaphore::new(settings.max_associations.max(1)));
+        let h = health.clone();
+        let addr = Supervisor::start(move |_| IngestActor {
+            health: h,
+            settings,
+            store,
+            dirs,
+            listener,
+            slots,
+            instances: 0,
+            bytes: 0,
+        });
+        Ok(IngestHandle {
+            mailbox: Mailbox::new(addr, health),
+            local_addr,
+        })
+    }
+
+    /// Arms the accept loop on a clone of the listening socket.
+    fn listen(&mut self, ctx: &mut Context<Self>) {
+        let armed = self.listener.try_clone().and_then(|l| {
+            l.set_nonblocking(true)?;
+            tokio::net::TcpListener::from_std(l)
+        });
+        let listener = match armed {
+            Ok(l) => l,
+            Err(e) => {
+                let msg = format!("cannot accept DICOM connections: {e}");
+                tracing::error!(error = %msg, "ingest listener");
+                self.health.record_error(msg);
+                self.health.set_state(ActorState::Restarting);
+                ctx.run_later(LISTEN_RETRY, |act, ctx| act.listen(ctx));
+                return;
+            }
+        };
+        let shared = Arc::new(Shared {
+            options: scp::options(&self.settings),
+            dirs: self.dirs.clone(),
+            store: self.store.clone(),
+            min_free_bytes: self.settings.min_free_bytes,
+            events: Mailbox::new(ctx.address(), self.health.clone()),
+        });
+        let accepting = accept_loop(listener, shared, self.slots.clone(), self.health.clone());
+        ctx.spawn(accepting.into_actor(self));
+        self.health.set_state(ActorState::Running);
+    }
+}
+
+/// Accepts forever (until the actor stops and drops this future).
+async fn accept_loop(
+    listener: tokio::net::TcpListener,
+    shared: Arc<Shared>,
+    slots: Arc<Semaphore>,
+    health: ActorHealth,
+) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                tracing::warn!(error = %e, "accepting a DICOM connection failed");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+                continue;
+            }
+        };
+        match slots.clone().try_acquire_owned() {
+            Ok(permit) => run_association(stream, peer, shared.clone(), permit, health.clone()),
+            Err(_) => {
+                tracing::warn!(%peer, "association limit reached; rejecting");
+                actix_rt::spawn(reject_busy(stream));
+            }
+        }
+    }
+}
+
+/// Moves the connection to a blocking socket on its own thread.
+fn run_association(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    permit: OwnedSemaphorePermit,
+    health: ActorHealth,
+) {
+    let stream = match stream.into_std().and_then(|s| {
+        s.set_nonblocking(false)?;
+        // Responses are single writes; never let Nagle hold one back.
+        s.set_nodelay(true)?;
+        Ok(s)
+    }) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(%peer, error = %e, "cannot set up the DICOM connection");
+            return;
+        }
+    };
+    let spawned = std::thread::Builder::new()
+        .name("dicom-scp".into())
+        .spawn(move || {
+            let _permit = permit;
+            let outcome = catch_unwind(AssertUnwindSafe(|| scp::serve(stream, peer, &shared)));
+            if let Err(payload) = outcome {
+                // The association is gone (its socket and temporary file were
+                // dropped while unwinding); the listener and the others go on.
+                let msg = format!(
+                    "association from {peer} panicked: {}",
+                    panic_message(payload.as_ref())
+                );
+                tracing::error!(error = %msg, "ingest association");
+                health.record_error(msg);
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(%peer, error = %e, "cannot start an association thread");
+    }
+}
+
+/// Answers an association over the cap with A-ASSOCIATE-RJ (transient, local
+/// limit exceeded) so the sender retries later. The request is read first: a
+/// socket closed on unread data resets, and the peer might lose the answer.
+async fn reject_busy(mut stream: tokio::net::TcpStream) {
+    let rejection = Pdu::AssociationRJ(AssociationRJ {
+        result: AssociationRJResult::Transient,
+        source: AssociationRJSource::ServiceProviderPresentation(
+            AssociationRJServiceProviderPresentationReason::LocalLimitExceeded,
+        ),
+    });
+    let mut bytes = Vec::with_capacity(16);
+    if dicom_ul::write_pdu(&mut bytes, &rejection).is_err() {
+        return;
+    }
+    let exchange = async {
+        let mut head = [0u8; 6];
+        stream.read_exact(&mut head).await?;
+        let len = u64::from(u32::from_be_bytes([head[2], head[3], head[4], head[5]]));
+        let mut body = (&mut stream).take(len.min(MAX_REJECTED_RQ));
+        tokio::io::copy(&mut body, &mut tokio::io::sink()).await?;
+        stream.write_all(&bytes).await?;
+        stream.shutdown().await
+    };
+    let _ = tokio::time::timeout(BUSY_REJECT_TIMEOUT, exchange).await;
+}
+
+impl Actor for IngestActor {
+    type Context = Context<Self>;
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        self.listen(ctx);
+    }
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        self.health.set_state(ActorState::Stopped);
+    }
+}
+
+impl Supervised for IngestActor {
+    fn restarting(&mut self, _: &mut Context<Self>) {
+        // Running associations are threads of their own and carry on.
+        self.health.restarted();
+    }
+}
+
+impl Monitored for IngestActor {
+    fn health(&self) -> &ActorHealth {
+        &self.health
+    }
+}
+
+impl Handler<InstanceIngested> for IngestActor {
+    type Result = ();
+    fn handle(&mut self, msg: InstanceIngested, _: &mut Context<Self>) {
+        self.instances += 1;
+        self.bytes += msg.bytes;
+        tracing::info!(
+            sop_instance_uid = %msg.sop_instance_uid,
+            study_instance_uid = %msg.study_instance_uid,
+            bytes = msg.bytes,
+            total_instances = self.instances,
+            total_bytes = self.bytes,
+            "instance ingested"
+        );
+    }
+}
+
+crate::delivered_handlers!(IngestActor: InstanceIngested);
