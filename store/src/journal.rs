@@ -123,10 +123,10 @@ impl NodeProgress {
     pub fn progress(&self) -> u64 {
         if self.status == NodeStatus::Completed {
             100
-        } else if self.files_total == 0 {
-            0
         } else {
-            (100 * self.files_sent / self.files_total).min(100)
+            (100 * self.files_sent)
+                .checked_div(self.files_total)
+                .map_or(0, |p| p.min(100))
         }
     }
 }
