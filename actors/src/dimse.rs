@@ -105,8 +105,26 @@ pub struct Response {
     pub status: u16,
 }
 
-/// Reads a response command set.
+/// A command set is a flat run of Implicit VR LE elements (tag, 4-byte
+/// length, value). Checks that every declared length fits in what arrived
+/// before dicom-rs parses it: its parser allocates each declared length up
+/// front, so one bogus length from a peer would cost gigabytes.
+pub fn check_command_lengths(mut rest: &[u8]) -> Result<(), DimseError> {
+    while !rest.is_empty() {
+        let (head, tail) = rest
+            .split_at_checked(8)
+            .ok_or_else(|| DimseError::Decode("truncated element header".into()))?;
+        let len = u32::from_le_bytes([head[4], head[5], head[6], head[7]]) as usize;
+        rest = tail.get(len..).ok_or_else(|| {
+            DimseError::Decode(format!("an element declares {len} bytes past the end"))
+        })?;
+    }
+    Ok(())
+}
+
+/// Reads a response command set (untrusted: it comes from the peer).
 pub fn decode_response(bytes: &[u8]) -> Result<Response, DimseError> {
+    check_command_lengths(bytes)?;
     let obj = InMemDicomObject::read_dataset_with_ts(bytes, &IMPLICIT_VR_LITTLE_ENDIAN.erased())
         .map_err(|e| DimseError::Decode(e.to_string()))?;
     let u16_of = |tag, name| -> Result<u16, DimseError> {
@@ -179,6 +197,16 @@ mod tests {
                 .ok(),
             Some(C_STORE_RQ)
         );
+    }
+
+    #[test]
+    fn a_huge_declared_length_is_refused_before_parsing() {
+        // CommandField, declared 2 GiB long, 2 bytes present.
+        let bytes = [0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x80, 0x01, 0x80];
+        match decode_response(&bytes) {
+            Err(DimseError::Decode(why)) => assert!(why.contains("declares"), "{why}"),
+            other => panic!("expected the length check to refuse it, got {other:?}"),
+        }
     }
 
     #[test]

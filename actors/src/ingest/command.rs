@@ -42,7 +42,7 @@ pub struct Request {
 
 /// Reads a request command set. Untrusted input: errors, never panics.
 pub fn parse_request(bytes: &[u8]) -> Result<Request, DimseError> {
-    check_lengths(bytes)?;
+    dimse::check_command_lengths(bytes)?;
     let obj = InMemDicomObject::read_dataset_with_ts(bytes, &IMPLICIT_VR_LITTLE_ENDIAN.erased())
         .map_err(|e| DimseError::Decode(e.to_string()))?;
     let u16_of = |tag, name| -> Result<u16, DimseError> {
@@ -66,23 +66,6 @@ pub fn parse_request(bytes: &[u8]) -> Result<Request, DimseError> {
         sop_instance_uid: uid_of(tags::AFFECTED_SOP_INSTANCE_UID),
         has_data_set: u16_of(tags::COMMAND_DATA_SET_TYPE, "CommandDataSetType")? != NO_DATA_SET,
     })
-}
-
-/// A command set is a flat run of Implicit VR LE elements (tag, 4-byte
-/// length, value). Checks that every declared length fits in what arrived
-/// before dicom-rs parses it: its parser allocates each declared length up
-/// front, so one bogus length would cost gigabytes.
-fn check_lengths(mut rest: &[u8]) -> Result<(), DimseError> {
-    while !rest.is_empty() {
-        let (head, tail) = rest
-            .split_at_checked(8)
-            .ok_or_else(|| DimseError::Decode("truncated element header".into()))?;
-        let len = u32::from_le_bytes([head[4], head[5], head[6], head[7]]) as usize;
-        rest = tail.get(len..).ok_or_else(|| {
-            DimseError::Decode(format!("an element declares {len} bytes past the end"))
-        })?;
-    }
-    Ok(())
 }
 
 /// UIDs are padded to even length with NUL (and some senders use spaces).
