@@ -23,6 +23,12 @@ pub enum Command {
     Run(RunArgs),
     /// The whole system on this machine with nothing else installed.
     Demo(DemoArgs),
+    /// Rebuild the local cache's index from the files under `storage/` (appliance stopped).
+    RebuildIndex {
+        /// The data dir (as for `run`).
+        #[arg(long, env = "LAMINATE_PROXY_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+    },
     /// Exit 0 if the local /readyz answers ready (Docker HEALTHCHECK).
     Healthcheck(LocalApiArgs),
     /// Dispatches of a running appliance.

@@ -811,3 +811,137 @@ fn sigterm_while_sending_exits_cleanly_in_time_and_the_restart_resends_nothing()
         "a graceful stop re-sends nothing"
     );
 }
+
+#[test]
+fn replay_every_failed_dispatch_since_a_time_after_an_outage() {
+    let sim = sim();
+    let port = free_port();
+    for id in ["sess_f1", "sess_f2"] {
+        sim.put_download(EntityKind::Session, id, study(1, 2, 1024).0);
+    }
+    // No retries: a node that is down fails the dispatch at once.
+    let mut app = Appliance::start_with_nodes(
+        &sim.backend_url(),
+        json!([node("node_1", "PACS_A", port)]),
+        Some(json!({"node_retry_max_attempts": 0})),
+    );
+    app.wait_ready(T);
+    assert!(sim.wait_connected(T));
+    let before = laminate_actors::clock::now_rfc3339();
+    for (id, c) in [("sess_f1", "cf1"), ("sess_f2", "cf2")] {
+        assert!(sim.send_event(&dispatch_event("session", id, c, &["node_1"], "normal")));
+        assert_eq!(
+            wait_final(&sim, c, "node_1", T).expect("final")["status"],
+            "failed"
+        );
+    }
+    assert_eq!(app.status()["dispatches"]["failed"], 2);
+    let scp = StoreScp::start_on(port, "PACS_A", &[]);
+    // Nothing failed after a future time.
+    let (code, body) = app
+        .post(
+            "/api/dispatches/replay?status=failed&since=2999-01-01T00:00:00Z",
+            None,
+        )
+        .expect("answer");
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("\"replayed\":[]"), "{body}");
+    sim.clear_frames();
+    let http_addr = format!("127.0.0.1:{}", app.http_port);
+    let (code, out) = run_binary(
+        &[
+            "dispatches",
+            "replay",
+            "--failed",
+            "--since",
+            &before,
+            "--http-addr",
+            &http_addr,
+        ],
+        &[],
+    );
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("replayed 2"), "{out}");
+    for c in ["cf1", "cf2"] {
+        assert_eq!(
+            wait_final(&sim, c, "node_1", T).expect("final")["status"],
+            "completed"
+        );
+    }
+    assert_eq!(scp.sop_uids().len(), 4);
+}
+
+#[test]
+fn a_redirect_to_another_origin_is_refused() {
+    let sim = sim();
+    let scp = StoreScp::start("PACS_A");
+    let elsewhere = format!(
+        "http://localhost:{}/api/proxy/sessions/sess_x/download",
+        sim.port()
+    );
+    sim.script_download(
+        EntityKind::Session,
+        "sess_redir",
+        vec![DownloadStep::RedirectTo(elsewhere)],
+    );
+    let mut app = Appliance::start_with_nodes(
+        &sim.backend_url(),
+        json!([node("node_1", "PACS_A", scp.port)]),
+        None,
+    );
+    app.wait_ready(T);
+    assert!(sim.wait_connected(T));
+    assert!(sim.send_event(&dispatch_event(
+        "session",
+        "sess_redir",
+        "c_redir",
+        &["node_1"],
+        "normal"
+    )));
+    let last = wait_final(&sim, "c_redir", "node_1", T).expect("final");
+    assert_eq!(last["status"], "failed");
+    assert!(
+        last["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("another origin")),
+        "{last}"
+    );
+    assert_eq!(
+        sim.download_requests().len(),
+        1,
+        "the redirect was not followed"
+    );
+}
+
+#[test]
+fn a_node_that_is_down_does_not_hold_up_the_other() {
+    let sim = sim();
+    let up = StoreScp::start("PACS_UP");
+    let down_port = free_port();
+    let (zip, sops) = study(1, 5, 2048);
+    sim.put_download(EntityKind::Session, "sess_two", zip);
+    let nodes = json!([
+        node("up", "PACS_UP", up.port),
+        node("down", "PACS_DOWN", down_port)
+    ]);
+    let mut app = Appliance::start_with_nodes(&sim.backend_url(), nodes, None);
+    app.wait_ready(T);
+    assert!(sim.wait_connected(T));
+    assert!(sim.send_event(&dispatch_event(
+        "session",
+        "sess_two",
+        "c_two",
+        &["up", "down"],
+        "normal"
+    )));
+    let done = wait_final(&sim, "c_two", "up", T).expect("the healthy node finishes");
+    assert_eq!(done["status"], "completed");
+    assert_eq!(up.sop_uids(), sops);
+    let down = statuses(&sim, "c_two", "down");
+    assert_eq!(
+        down.last().map(|s| s["status"].clone()),
+        Some(json!("retrying")),
+        "{down:?}"
+    );
+    assert_eq!(app.get_json("/api/dispatches/c_two")["state"], "active");
+}

@@ -344,3 +344,30 @@ fn kill_9_during_ingest_and_during_a_deletion_leaves_index_and_disk_in_agreement
     app.wait_ready(T);
     assert_index_matches_disk(&app);
 }
+
+#[test]
+fn rebuild_index_restores_the_catalog_from_the_files_alone() {
+    let sim = sim();
+    let (mut app, port) = with_ingest(&sim, &[]);
+    let src = tempfile::tempdir().expect("tempdir");
+    let (spec, _) = write_study(src.path(), 2, 5, 2048);
+    assert_eq!(storescu(port, AE, src.path()).0, Some(0));
+    assert_eq!(app.terminate(), Some(0));
+    // The index is lost; the files stay.
+    std::fs::remove_dir_all(app.data_path("store")).expect("rm store");
+    let data = app.data_dir.display().to_string();
+    let (code, out) = run_binary(&["rebuild-index", "--data-dir", &data], &[]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("10 instances indexed"), "{out}");
+    app.spawn();
+    app.wait_ready(T);
+    let s = app.get_json("/api/sessions");
+    assert_eq!(
+        session(&s, &spec.study_uid).expect("listed again")["instances"],
+        10
+    );
+    assert_index_matches_disk(&app);
+    // While the appliance runs, the store is locked and the rebuild refuses.
+    let (code, out) = run_binary(&["rebuild-index", "--data-dir", &data], &[]);
+    assert_ne!(code, Some(0), "{out}");
+}

@@ -138,6 +138,39 @@ pub fn start(cfg: SystemConfig) -> Running {
     }
 }
 
+/// Rebuilds the whole cache index from the files under `storage/` (the operator's
+/// `rebuild-index`). Blocking; the appliance must not be running.
+pub fn rebuild_cache_index(
+    store: &Store,
+    data_dir: &std::path::Path,
+) -> Result<laminate_store::RepairReport, laminate_store::StoreError> {
+    laminate_store::rebuild_catalog(store, data_dir, &index_for_repair)
+}
+
+/// Reads a cached file's header into a catalog record (for repair and rebuild).
+fn index_for_repair(path: &std::path::Path) -> Option<laminate_store::InstanceRecord> {
+    let h = crate::dispatch::index::index_file(path).ok()??;
+    let path_rel = laminate_store::instance_rel_path(
+        &h.study_instance_uid,
+        &h.series_instance_uid,
+        &h.sop_instance_uid,
+    )
+    .ok()?;
+    Some(laminate_store::InstanceRecord {
+        sop_instance_uid: h.sop_instance_uid,
+        sop_class_uid: h.sop_class_uid,
+        transfer_syntax: h.transfer_syntax,
+        study_instance_uid: h.study_instance_uid,
+        series_instance_uid: h.series_instance_uid,
+        series_number: h.series_number,
+        patient_id: h.patient_id,
+        path: path_rel,
+        size: h.file_size,
+        source: laminate_store::InstanceSource::Ingest,
+        stored_at_ms: crate::clock::now_ms(),
+    })
+}
+
 /// Start-up repair of the local cache (APPLIANCE.md "The local store"): finishes
 /// interrupted deletions, drops index entries whose file is gone, and indexes
 /// (or removes, when unreadable) files that have no entry. Blocking; run it
@@ -146,27 +179,5 @@ pub fn repair_cache(
     store: &Store,
     data_dir: &std::path::Path,
 ) -> Result<laminate_store::RepairReport, laminate_store::StoreError> {
-    let index = |path: &std::path::Path| -> Option<laminate_store::InstanceRecord> {
-        let h = crate::dispatch::index::index_file(path).ok()??;
-        let path_rel = laminate_store::instance_rel_path(
-            &h.study_instance_uid,
-            &h.series_instance_uid,
-            &h.sop_instance_uid,
-        )
-        .ok()?;
-        Some(laminate_store::InstanceRecord {
-            sop_instance_uid: h.sop_instance_uid,
-            sop_class_uid: h.sop_class_uid,
-            transfer_syntax: h.transfer_syntax,
-            study_instance_uid: h.study_instance_uid,
-            series_instance_uid: h.series_instance_uid,
-            series_number: h.series_number,
-            patient_id: h.patient_id,
-            path: path_rel,
-            size: h.file_size,
-            source: laminate_store::InstanceSource::Ingest,
-            stored_at_ms: crate::clock::now_ms(),
-        })
-    };
-    laminate_store::repair(store, data_dir, &index)
+    laminate_store::repair(store, data_dir, &index_for_repair)
 }

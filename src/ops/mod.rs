@@ -8,6 +8,40 @@ use std::process::ExitCode;
 use crate::cli::{DispatchesCommand, LocalApiArgs, NodesCommand};
 use client::LocalApi;
 
+/// `laminate-proxy rebuild-index`: the operator's last resort when the index is
+/// damaged — clears the catalog and indexes every file under `storage/` again.
+/// The store's lock refuses it while the appliance runs.
+pub fn rebuild_index(data_dir: Option<std::path::PathBuf>) -> ExitCode {
+    let Some(dir) = data_dir.or_else(|| {
+        std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".laminate-proxy"))
+    }) else {
+        eprintln!("laminate-proxy rebuild-index: --data-dir (LAMINATE_PROXY_DATA_DIR) is required when HOME is not set");
+        return ExitCode::from(2);
+    };
+    let store = match laminate_store::Store::open(&dir.join("store")) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("laminate-proxy rebuild-index: {e} (stop the appliance first)");
+            return ExitCode::FAILURE;
+        }
+    };
+    match laminate_actors::system::rebuild_cache_index(&store, &dir) {
+        Ok(r) => {
+            println!(
+                "index rebuilt from {}: {} instances indexed, {} unreadable files removed",
+                dir.join("storage").display(),
+                r.reindexed,
+                r.removed_unreadable
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("laminate-proxy rebuild-index: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 /// `laminate-proxy healthcheck`: exit 0 when `/readyz` answers ready.
 pub fn healthcheck(api: LocalApiArgs) -> ExitCode {
     let api = match LocalApi::new(&api) {
