@@ -123,10 +123,12 @@ impl NodeProgress {
     pub fn progress(&self) -> u64 {
         if self.status == NodeStatus::Completed {
             100
-        } else if self.files_total == 0 {
-            0
         } else {
-            (100 * self.files_sent / self.files_total).min(100)
+            // 0 while the total is not known yet.
+            (100 * self.files_sent)
+                .checked_div(self.files_total)
+                .unwrap_or(0)
+                .min(100)
         }
     }
 }
