@@ -190,7 +190,7 @@ fn values_from_the_backend_are_escaped_on_the_page() {
     assert!(sim.send_event(&event(
         "proxy.nodes_changed",
         "corr_evil",
-        json!({ "nodes": [n] })
+        json!({ "action": "added", "nodes": [n] })
     )));
     let html = eventually(T, || {
         let (_, html) = app.get("/")?;

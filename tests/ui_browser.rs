@@ -59,8 +59,9 @@ impl Driver {
         }
     }
 
-    async fn client(&self) -> Client {
-        let args = [
+    /// A fresh headless Chromium session; `javascript: false` turns scripts off.
+    async fn client(&self, javascript: bool) -> Client {
+        let mut args = vec![
             "--headless".to_owned(),
             "--no-sandbox".to_owned(),
             "--disable-gpu".to_owned(),
@@ -73,6 +74,9 @@ impl Driver {
             "--window-size=1400,2200".to_owned(),
             format!("--user-data-dir={}", self._profile.path().display()),
         ];
+        if !javascript {
+            args.push("--blink-settings=scriptEnabled=false".to_owned());
+        }
         let mut caps = serde_json::Map::new();
         caps.insert(
             "goog:chromeOptions".to_owned(),
@@ -142,7 +146,7 @@ fn a_browser_watches_a_dispatch_complete_live_and_replays_it() {
         .build()
         .expect("runtime");
     let outcome = rt.block_on(async {
-        let c = driver.client().await;
+        let c = driver.client(true).await;
         let r = drive(&c, &app, &sim, &scp, inst.len()).await;
         if let Ok(png) = c.screenshot().await {
             let path = screenshot_path();
@@ -232,6 +236,14 @@ async fn drive(
     let count = format!("{instances}/{instances}");
     wait_text(c, &format!("{row} .node-progress .count"), &count, T).await?;
     wait_text(c, &format!("{row} td.replays"), "0", T).await?;
+    // The store figures follow too (the dispatch's instances are in the cache).
+    wait_text(
+        c,
+        r#"td[data-store="instances"]"#,
+        &instances.to_string(),
+        T,
+    )
+    .await?;
 
     // Replay with the page's own button, and watch it run again.
     c.find(Locator::Css(&format!(
@@ -252,7 +264,7 @@ async fn drive(
         ));
     }
     let note = text_of(c, "#note").await.unwrap_or_default();
-    if !note.contains("Done") {
+    if !note.contains("replayed (replay 1)") {
         return Err(format!("no note after the replay: {note:?}"));
     }
 
@@ -279,4 +291,79 @@ async fn drive(
         return Err("the proxy key is on the page".into());
     }
     Ok(())
+}
+
+#[test]
+fn without_javascript_the_page_reads_and_its_buttons_work() {
+    let driver = Driver::start();
+    let sim = sim();
+    let scp = StoreScp::start("PACS_A");
+    let (zip, _) = StudySpec::simple(1, 3, 4096)
+        .zip_bytes()
+        .expect("study zip");
+    sim.put_download(EntityKind::Scan, "scan_1", zip);
+    let mut app = Appliance::start_with_nodes(
+        &sim.backend_url(),
+        json!([node("node_1", "PACS_A", scp.port)]),
+        None,
+    );
+    app.wait_ready(T);
+    assert!(sim.wait_connected(T));
+    assert!(sim.send_event(&dispatch_event(
+        "scan",
+        "scan_1",
+        "corr_nojs",
+        &["node_1"],
+        "normal"
+    )));
+    let last = wait_final(&sim, "corr_nojs", "node_1", T).expect("final");
+    assert_eq!(last["status"], "completed");
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let outcome = rt.block_on(async {
+        let c = driver.client(false).await;
+        let r = async {
+            let e = |what: &'static str| {
+                move |err: fantoccini::error::CmdError| format!("{what}: {err}")
+            };
+            c.goto(&app.url("/")).await.map_err(e("open"))?;
+            // No script ran: the live marker still says so.
+            let live = text_of(&c, "#live").await.unwrap_or_default();
+            if !live.starts_with("Live updates off") {
+                return Err(format!("#live: {live:?}"));
+            }
+            let row = r#"tr[data-correlation="corr_nojs"]"#;
+            wait_text(&c, &format!("{row} td.state"), "completed", T).await?;
+            // The plain form posts, the server answers 303, the browser lands on the page.
+            c.find(Locator::Css(&format!(
+                r#"{row} form[action$="/replay"] button"#
+            )))
+            .await
+            .map_err(e("replay button"))?
+            .click()
+            .await
+            .map_err(e("click"))?;
+            wait_text(&c, "#note", "Dispatch d000001 replayed (replay 1).", T).await?;
+            let url = c.current_url().await.map_err(e("url"))?;
+            if url.path() != "/" || !url.query().unwrap_or("").starts_with("flash=") {
+                return Err(format!("landed on {url}"));
+            }
+            Ok::<(), String>(())
+        }
+        .await;
+        let _ = c.close().await;
+        r
+    });
+    if let Err(e) = outcome {
+        panic!("{e}\nappliance log:\n{}", app.logs());
+    }
+    let replayed = eventually(T, || {
+        let d = app.get_json("/api/dispatches/corr_nojs");
+        (d["replays"] == 1 && d["state"] == "completed").then_some(())
+    });
+    assert!(replayed.is_some(), "the replay did not run");
 }

@@ -1,6 +1,6 @@
 //! The live feed's hub: one task reads the board's feed (and polls what has no
-//! event of its own: actor health every second, store figures every few
-//! seconds), renders each change to its JSON message once, and broadcasts the
+//! event of its own: actor health every second, store and dispatch figures
+//! every two), renders each change to its JSON message once, and broadcasts the
 //! text to every `/ws` session.
 //!
 //! Each session reads the hub's broadcast channel at its own pace: the channel
@@ -18,7 +18,7 @@ use laminate_store::Journal;
 use serde_json::{json, Value};
 use tokio::sync::broadcast::{self, error::RecvError};
 
-use super::api::{link_json, node_json, store_figures};
+use super::api::{dispatch_figures, link_json, node_json, store_figures};
 use super::dispatches::dispatch_json;
 use super::AppState;
 
@@ -28,8 +28,8 @@ pub const BACKLOG: usize = 256;
 /// How often actor health is compared with what was last sent.
 const ACTOR_POLL: Duration = Duration::from_secs(1);
 
-/// Store figures are compared every this many actor polls.
-const STORE_POLL_EVERY: u32 = 5;
+/// Store and dispatch figures are compared every this many actor polls.
+const STORE_POLL_EVERY: u32 = 2;
 
 /// A rendered feed message, shared by every session.
 pub type Message = Arc<str>;
@@ -94,6 +94,7 @@ async fn run(state: AppState, tx: broadcast::Sender<Message>) {
                 if ticks.is_multiple_of(STORE_POLL_EVERY) && tx.receiver_count() > 0 {
                     let now = json!({
                         "store": store_figures(&state),
+                        "dispatches": dispatch_figures(&state),
                         "outbox": { "depth": board.outbox_depth() },
                     });
                     if now != store {

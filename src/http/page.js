@@ -98,7 +98,13 @@
           else if (j.node_id && j.ok !== undefined) {
             note(j.ok ? "C-ECHO to " + j.node_id + ": answered in " + (j.rtt_ms || 0).toFixed(1) + " ms"
                       : "C-ECHO to " + j.node_id + " failed: " + text(j.error), !!j.ok);
-          } else if (j.id) { note("Done: dispatch " + j.id + " is " + j.state + ".", true); upsertDispatch(j); }
+          } else if (j.id) {
+            // The same sentences as the no-JavaScript notes (forms.rs).
+            if (/\/replay$/.test(api)) note("Dispatch " + j.id + " replayed (replay " + j.replays + ").", true);
+            else if (/\/cancel$/.test(api)) note("Dispatch " + j.id + " cancelled.", true);
+            else note("Done: dispatch " + j.id + " is " + j.state + ".", true);
+            upsertDispatch(j);
+          }
           else note("Done.", true);
         } else if (r.status === 401) {
           note("Refused: enter the status token at the top of the page.", false);
@@ -210,11 +216,16 @@
     while (tbody.rows.length > MAX_EVENTS) tbody.deleteRow(tbody.rows.length - 1);
   }
 
+  function dispatchSummary(d) {
+    return text(d.active) + " active (" + text(d.queued) + " queued), " + text(d.completed) +
+      " completed, " + text(d.failed) + " failed, " + text(d.cancelled) + " cancelled";
+  }
   function setStore(m) {
     var cells = document.querySelectorAll("td[data-store]");
     for (var i = 0; i < cells.length; i++) {
       var key = cells[i].getAttribute("data-store");
       if (key === "outbox") { if (m.outbox) cells[i].textContent = text(m.outbox.depth); continue; }
+      if (key === "dispatches") { if (m.dispatches) cells[i].textContent = dispatchSummary(m.dispatches); continue; }
       var v = m.store ? m.store[key] : undefined;
       if (v === undefined) continue;
       cells[i].textContent = cells[i].hasAttribute("data-bytes") ? humanBytes(v) : text(v);
