@@ -245,15 +245,33 @@ async fn drive(
     )
     .await?;
 
-    // Replay with the page's own button, and watch it run again.
-    c.find(Locator::Css(&format!(
-        r#"{row} form[data-api$="/replay"] button"#
-    )))
-    .await
-    .map_err(e("replay button"))?
-    .click()
-    .await
-    .map_err(e("click replay"))?;
+    // Replay with the page's own button, and watch it run again. (Right after
+    // its last status the job may still be winding down: then the note says
+    // "still active" and the button is pressed again.)
+    let button = format!(r#"{row} form[data-api$="/replay"] button"#);
+    let deadline = Instant::now() + T;
+    loop {
+        c.find(Locator::Css(&button))
+            .await
+            .map_err(e("replay button"))?
+            .click()
+            .await
+            .map_err(e("click replay"))?;
+        let note = loop {
+            let note = text_of(c, "#note").await.unwrap_or_default();
+            if !note.is_empty() {
+                break note;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        if !note.contains("still active") || Instant::now() > deadline {
+            break;
+        }
+        c.execute("document.getElementById('note').textContent = '';", vec![])
+            .await
+            .map_err(e("clear note"))?;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     wait_text(c, &format!("{row} td.replays"), "1", T).await?;
     wait_text(c, &format!("{row} td.state"), "completed", T).await?;
     if scp.store_requests() != 2 * instances {
@@ -339,14 +357,22 @@ fn without_javascript_the_page_reads_and_its_buttons_work() {
             let row = r#"tr[data-correlation="corr_nojs"]"#;
             wait_text(&c, &format!("{row} td.state"), "completed", T).await?;
             // The plain form posts, the server answers 303, the browser lands on the page.
-            c.find(Locator::Css(&format!(
-                r#"{row} form[action$="/replay"] button"#
-            )))
-            .await
-            .map_err(e("replay button"))?
-            .click()
-            .await
-            .map_err(e("click"))?;
+            // (Pressed again while the job is still winding down: "still active".)
+            let button = format!(r#"{row} form[action$="/replay"] button"#);
+            let deadline = Instant::now() + T;
+            loop {
+                c.find(Locator::Css(&button))
+                    .await
+                    .map_err(e("replay button"))?
+                    .click()
+                    .await
+                    .map_err(e("click"))?;
+                let note = text_of(&c, "#note").await.unwrap_or_default();
+                if !note.contains("still active") || Instant::now() > deadline {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
             wait_text(&c, "#note", "Dispatch d000001 replayed (replay 1).", T).await?;
             let url = c.current_url().await.map_err(e("url"))?;
             if url.path() != "/" || !url.query().unwrap_or("").starts_with("flash=") {

@@ -9,6 +9,7 @@
 //! actors' `publish` and the hub's `send` never block.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,8 +23,9 @@ use super::api::{dispatch_figures, link_json, node_json, store_figures};
 use super::dispatches::dispatch_json;
 use super::AppState;
 
-/// Messages a browser may have unread before it counts as too slow.
-pub const BACKLOG: usize = 256;
+/// Messages a browser may have unread (beyond what its socket holds) before
+/// it counts as too slow: a burst of events must not drop a healthy one.
+pub const BACKLOG: usize = 1024;
 
 /// How often actor health is compared with what was last sent.
 const ACTOR_POLL: Duration = Duration::from_secs(1);
@@ -38,6 +40,7 @@ pub type Message = Arc<str>;
 #[derive(Clone)]
 pub struct Hub {
     tx: broadcast::Sender<Message>,
+    dropped: Arc<AtomicU64>,
 }
 
 impl Hub {
@@ -45,11 +48,27 @@ impl Hub {
     pub fn start(state: AppState) -> Hub {
         let (tx, _) = broadcast::channel(BACKLOG);
         actix_web::rt::spawn(run(state, tx.clone()));
-        Hub { tx }
+        Hub {
+            tx,
+            dropped: Arc::new(AtomicU64::new(0)),
+        }
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Message> {
         self.tx.subscribe()
+    }
+
+    /// Browsers connected to the feed now.
+    pub fn clients(&self) -> usize {
+        self.tx.receiver_count()
+    }
+
+    /// A browser was dropped for being too slow.
+    pub fn count_dropped(&self) {
+        self.dropped.fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
     }
 }
 

@@ -14,6 +14,7 @@
 //! | `laminate_node_up`, `laminate_node_echo_rtt_seconds` | gauge | `node_id` |
 //! | `laminate_store_instances`, `laminate_cache_bytes`, `laminate_store_database_bytes` | gauge | |
 //! | `laminate_outbox_events` | gauge | |
+//! | `laminate_status_feed_clients`, `laminate_status_feed_dropped_clients_total` | gauge, counter | |
 //!
 //! Sent bytes are each instance's dataset as stored (what goes on the wire
 //! when the node takes the file's own transfer syntax).
@@ -34,6 +35,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
 
+use super::hub::Hub;
 use super::AppState;
 
 type Labels = Vec<(String, String)>;
@@ -100,8 +102,18 @@ impl EncodeMetric for RttHistogram {
     }
 }
 
-pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
-    let registry = collect(&state);
+pub async fn metrics(state: web::Data<AppState>, hub: web::Data<Hub>) -> HttpResponse {
+    let mut registry = collect(&state);
+    registry.register(
+        "status_feed_clients",
+        "Browsers connected to the status page's live feed",
+        gauge(hub.clients() as i64),
+    );
+    registry.register(
+        "status_feed_dropped_clients",
+        "Browsers dropped from the live feed for falling behind",
+        counter(hub.dropped()),
+    );
     let mut body = String::new();
     match prometheus_client::encoding::text::encode(&mut body, &registry) {
         Ok(()) => HttpResponse::Ok()

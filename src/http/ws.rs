@@ -34,6 +34,7 @@ pub async fn ws(
         session,
         stream.max_frame_size(MAX_INCOMING_FRAME),
         feed,
+        hub.get_ref().clone(),
     ));
     Ok(response)
 }
@@ -46,7 +47,12 @@ enum End {
     Close(CloseReason),
 }
 
-async fn serve(mut session: Session, mut stream: MessageStream, mut feed: Receiver<hub::Message>) {
+async fn serve(
+    mut session: Session,
+    mut stream: MessageStream,
+    mut feed: Receiver<hub::Message>,
+    hub: Hub,
+) {
     let idle = sleep(IDLE_PING);
     tokio::pin!(idle);
     let end = loop {
@@ -81,7 +87,11 @@ async fn serve(mut session: Session, mut stream: MessageStream, mut feed: Receiv
             }
         }
     };
+    drop(feed);
     if let End::Close(reason) = end {
+        if reason.code == CloseCode::Again {
+            hub.count_dropped();
+        }
         // The close frame waits behind the same queue: bounded too.
         let _ = timeout(SEND_DEADLINE, session.close(Some(reason))).await;
     }
