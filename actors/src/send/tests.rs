@@ -526,6 +526,8 @@ fn cancel_stops_after_the_in_flight_instance() {
 }
 
 /// 70 SOP classes in two syntaxes need 210 contexts: two associations.
+/// (dcmtk 3.6.7's storescp refuses the Defined Procedure Protocol and
+/// Protocol Approval classes even with `-pm`: they are not in this list.)
 const SEVENTY_CLASSES: [&str; 70] = [
     uids::CT_IMAGE_STORAGE,
     uids::ENHANCED_CT_IMAGE_STORAGE,
@@ -565,10 +567,10 @@ const SEVENTY_CLASSES: [&str; 70] = [
     uids::ENHANCED_PET_IMAGE_STORAGE,
     uids::BASIC_STRUCTURED_DISPLAY_STORAGE,
     uids::NUCLEAR_MEDICINE_IMAGE_STORAGE,
-    uids::CT_DEFINED_PROCEDURE_PROTOCOL_STORAGE,
+    uids::SECONDARY_CAPTURE_IMAGE_STORAGE,
     uids::CT_PERFORMED_PROCEDURE_PROTOCOL_STORAGE,
-    uids::PROTOCOL_APPROVAL_STORAGE,
-    uids::XA_DEFINED_PROCEDURE_PROTOCOL_STORAGE,
+    uids::ULTRASOUND_IMAGE_STORAGE,
+    uids::DIGITAL_X_RAY_IMAGE_STORAGE_FOR_PRESENTATION,
     uids::XA_PERFORMED_PROCEDURE_PROTOCOL_STORAGE,
     uids::INVENTORY_STORAGE,
     uids::ULTRASOUND_MULTI_FRAME_IMAGE_STORAGE,
