@@ -124,11 +124,9 @@ impl NodeProgress {
         if self.status == NodeStatus::Completed {
             100
         } else {
-            // 0 while the total is not known yet.
             (100 * self.files_sent)
                 .checked_div(self.files_total)
-                .unwrap_or(0)
-                .min(100)
+                .map_or(0, |p| p.min(100))
         }
     }
 }
