@@ -4,6 +4,10 @@
 //!
 //! Each part has one writer: the link writes `link`, the router `router`, the
 //! config actor `proxy_status`/`config_error`/`nodes`, the node monitor `echo`.
+//!
+//! The board also tells the status page what changes as it happens (`feed`,
+//! see [`crate::feed`]), keeps the last events in and out (`recent`), and the
+//! send figures of `/metrics` (`sent`).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use laminate_config::{Node, StatusFile};
 use serde::Serialize;
 
+use crate::feed::{Feed, FeedEvent, RecentEvent, RecentEvents, SendStats};
 use crate::health::{lock, HealthRegistry};
 
 /// Backend link state (APPLIANCE.md `/api/status`).
@@ -128,6 +133,10 @@ pub struct EchoView {
 pub struct Board {
     pub health: HealthRegistry,
     pub counters: Counters,
+    /// Instances and bytes sent per node, C-STORE round trips.
+    pub sent: SendStats,
+    feed: Feed,
+    recent: RecentEvents,
     link: Mutex<LinkView>,
     proxy_status: Mutex<StatusFile>,
     config_error: Mutex<Option<String>>,
@@ -156,6 +165,7 @@ impl Board {
     }
     pub fn update_link(&self, f: impl FnOnce(&mut LinkView)) {
         f(&mut lock(&self.link));
+        self.publish(FeedEvent::Link);
     }
 
     pub fn proxy_status(&self) -> StatusFile {
@@ -196,6 +206,7 @@ impl Board {
     }
     pub fn set_echo(&self, node_id: &str, e: EchoView) {
         lock(&self.echoes).insert(node_id.to_owned(), e);
+        self.publish(FeedEvent::Node(node_id.to_owned()));
     }
     pub fn set_echo_period_ms(&self, ms: u64) {
         self.echo_period_ms.store(ms, Ordering::Relaxed);
@@ -241,5 +252,33 @@ impl Board {
     }
     pub fn set_active_dispatches(&self, n: u64) {
         self.active_dispatches.store(n, Ordering::Relaxed);
+    }
+}
+
+/// The live feed and the recent events.
+impl Board {
+    /// Tells the feed's subscribers; never waits.
+    pub fn publish(&self, ev: FeedEvent) {
+        self.feed.publish(ev);
+    }
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<FeedEvent> {
+        self.feed.subscribe()
+    }
+
+    /// An incoming event the router parsed.
+    pub fn record_in(&self, ev: &crate::envelope::Incoming) {
+        self.record(RecentEvent::incoming(ev));
+    }
+    /// An event frame the link wrote.
+    pub fn record_out(&self, event_type: &str, frame: &str) {
+        self.record(RecentEvent::outgoing(event_type, frame));
+    }
+    fn record(&self, ev: RecentEvent) {
+        self.recent.push(ev.clone());
+        self.publish(FeedEvent::Recorded(ev));
+    }
+    /// The last events in and out, oldest first.
+    pub fn recent_events(&self) -> Vec<RecentEvent> {
+        self.recent.snapshot()
     }
 }

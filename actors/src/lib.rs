@@ -19,6 +19,7 @@
 //! - [`dimse`]: DIMSE command sets (C-ECHO, C-STORE) shared by the DICOM code.
 //! - [`health`]: actor health registry, mailbox gauges and the panic guard.
 //! - [`board`]: what the actors observed, read by the HTTP API and the heartbeat.
+//! - [`feed`]: the board's live feed, recent events and send figures (status page, `/metrics`).
 //! - [`peers`]: the actors' addresses, set once at start-up.
 //! - [`system`]: starts and wires everything.
 //! - [`clock`]: the protocol's timestamps.
@@ -30,6 +31,7 @@ pub mod deletion;
 pub mod dimse;
 pub mod dispatch;
 pub mod envelope;
+pub mod feed;
 pub mod health;
 pub mod heartbeat;
 pub mod ingest;

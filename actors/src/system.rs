@@ -69,6 +69,7 @@ pub fn start(cfg: SystemConfig) -> Running {
             appliance_ae: appliance_ae.clone(),
             limits: ExtractLimits::default(),
             send: SendOptions::default(),
+            board: board.clone(),
         };
         let (hc, b) = (h.clone(), board.clone());
         let (nodes, settings, status) = (

@@ -6,7 +6,9 @@ use std::sync::atomic::Ordering;
 use laminate_store::{Catalog, DispatchState, Journal};
 
 use actix_web::{web, HttpResponse};
-use serde_json::json;
+use laminate_actors::board::{Board, LinkView};
+use laminate_config::Node;
+use serde_json::{json, Value};
 
 use super::AppState;
 
@@ -17,14 +19,7 @@ pub async fn status(state: web::Data<AppState>) -> HttpResponse {
     let c = &board.counters;
     HttpResponse::Ok().json(json!({
         "version": env!("CARGO_PKG_VERSION"),
-        "link": {
-            "state": link.state,
-            "since": link.since,
-            "last_error": link.last_error,
-            "reconnects": link.reconnects,
-            "notice": link.notice,
-            "next_attempt_at": link.next_attempt_at,
-        },
+        "link": link_json(&link),
         "proxy": {
             "status": proxy.status,
             "is_active": proxy.is_active,
@@ -51,32 +46,45 @@ pub async fn actors(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok().json(state.running.board.health.reports())
 }
 
+/// The `link` object of `/api/status` (also the `link.status` feed message).
+pub fn link_json(link: &LinkView) -> Value {
+    json!({
+        "state": link.state,
+        "since": link.since,
+        "last_error": link.last_error,
+        "reconnects": link.reconnects,
+        "notice": link.notice,
+        "next_attempt_at": link.next_attempt_at,
+    })
+}
+
 pub async fn nodes(state: web::Data<AppState>) -> HttpResponse {
     let board = &state.running.board;
-    let rows: Vec<serde_json::Value> = board
-        .nodes()
-        .into_iter()
-        .map(|n| {
-            let echo = board.echo(&n.node_id);
-            json!({
-                "node_id": n.node_id,
-                "name": n.name,
-                "ae_title": n.ae_title,
-                "host": n.host,
-                "port": n.port,
-                "is_active": n.is_active,
-                "online": echo.online,
-                "last_echo_at": echo.last_echo_at,
-                "echo_rtt_ms": echo.echo_rtt_ms,
-                "last_echo_error": echo.last_error,
-                "in_flight": null,
-            })
-        })
-        .collect();
+    let rows: Vec<Value> = board.nodes().iter().map(|n| node_json(board, n)).collect();
     HttpResponse::Ok().json(rows)
 }
 
-fn store_figures(state: &AppState) -> serde_json::Value {
+/// One row of `/api/nodes` (also the `node.status` feed message).
+pub fn node_json(board: &Board, n: &Node) -> Value {
+    let echo = board.echo(&n.node_id);
+    json!({
+        "node_id": n.node_id,
+        "name": n.name,
+        "ae_title": n.ae_title,
+        "host": n.host,
+        "port": n.port,
+        "is_active": n.is_active,
+        "online": echo.online,
+        "last_echo_at": echo.last_echo_at,
+        "echo_rtt_ms": echo.echo_rtt_ms,
+        "last_echo_error": echo.last_error,
+        // Not tracked yet: the senders do not report what is on the wire.
+        "in_flight": null,
+    })
+}
+
+/// The `store` object of `/api/status`.
+pub fn store_figures(state: &AppState) -> Value {
     let store = &state.running.store;
     match store.figures() {
         Ok(f) => json!({
@@ -93,7 +101,7 @@ fn store_figures(state: &AppState) -> serde_json::Value {
     }
 }
 
-fn dispatch_figures(state: &AppState) -> serde_json::Value {
+pub fn dispatch_figures(state: &AppState) -> Value {
     match state.running.store.journal_all() {
         Ok(all) => {
             let count = |s: DispatchState| all.iter().filter(|r| r.state() == s).count();

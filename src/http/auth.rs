@@ -1,6 +1,7 @@
 //! The rule for operator actions (APPLIANCE.md): with a token set, POSTs need
 //! `Authorization: Bearer {token}`; without one, they are allowed only while the
-//! server listens on loopback, and refused with 403 otherwise.
+//! server listens on loopback, and refused with 403 otherwise. A browser's POST
+//! from another site's page is refused too (403), whatever the token.
 
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse};
@@ -28,19 +29,32 @@ impl ActionPolicy {
         }
     }
 
+    /// Whether actions need a token (the page then asks for one).
+    pub fn token_required(&self) -> bool {
+        self.token.is_some()
+    }
+
     /// `Ok` if the request may act; otherwise why not.
     pub fn check(&self, req: &HttpRequest) -> Result<(), Refusal> {
+        if !same_origin(req) {
+            return Err(Refusal::CrossOrigin);
+        }
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        self.check_token(given)
+    }
+
+    /// The same rule for a token given another way (the page's no-JavaScript forms).
+    pub fn check_token(&self, given: Option<&str>) -> Result<(), Refusal> {
         if let Some(why) = self.disabled_reason() {
             return Err(Refusal::Disabled(why));
         }
         let Some(token) = &self.token else {
             return Ok(());
         };
-        let given = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
         if given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes())) {
             Ok(())
         } else {
@@ -56,6 +70,8 @@ pub enum Refusal {
     Disabled(&'static str),
     /// 401: the token is missing or wrong.
     BadToken,
+    /// 403: a browser posted from another site's page.
+    CrossOrigin,
 }
 
 impl Refusal {
@@ -64,10 +80,44 @@ impl Refusal {
             Refusal::Disabled(why) => {
                 HttpResponse::Forbidden().json(serde_json::json!({ "error": why }))
             }
+            Refusal::CrossOrigin => HttpResponse::Forbidden().json(
+                serde_json::json!({ "error": Refusal::CrossOrigin.sentence() }),
+            ),
             Refusal::BadToken => HttpResponse::Unauthorized()
                 .insert_header((header::WWW_AUTHENTICATE, "Bearer"))
                 .json(serde_json::json!({ "error": "operator actions need Authorization: Bearer <status token>" })),
         }
+    }
+}
+
+impl Refusal {
+    /// One sentence for the page.
+    pub fn sentence(self) -> &'static str {
+        match self {
+            Refusal::Disabled(why) => why,
+            Refusal::BadToken => "refused: the status token is missing or wrong",
+            Refusal::CrossOrigin => {
+                "refused: operator actions come only from this appliance's own page"
+            }
+        }
+    }
+}
+
+/// A browser's POST must come from this server's own page: a form on any other
+/// site could otherwise make a browser on the appliance's network act (CSRF),
+/// and without a token the loopback rule is the only guard. Requests without
+/// `Origin` (the CLI, curl) are not browsers' cross-site requests.
+pub fn same_origin(req: &HttpRequest) -> bool {
+    let Some(origin) = req.headers().get(header::ORIGIN) else {
+        return true;
+    };
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok());
+    match (origin.to_str().ok(), host) {
+        (Some(o), Some(h)) => o == format!("http://{h}") || o == format!("https://{h}"),
+        _ => false,
     }
 }
 
@@ -112,5 +162,22 @@ mod tests {
             .insert_header((header::AUTHORIZATION, "Bearer s3cret"))
             .to_http_request();
         assert!(guarded.check(&right).is_ok());
+        assert!(guarded.check_token(Some("s3cret")).is_ok());
+        assert_eq!(guarded.check_token(Some("")), Err(Refusal::BadToken));
+        assert!(guarded.token_required() && !open.token_required());
+    }
+
+    #[test]
+    fn only_the_pages_own_origin_may_post() {
+        let cli = TestRequest::default().insert_header((header::HOST, "127.0.0.1:8080"));
+        assert!(same_origin(&cli.to_http_request()));
+        let page = TestRequest::default()
+            .insert_header((header::HOST, "127.0.0.1:8080"))
+            .insert_header((header::ORIGIN, "http://127.0.0.1:8080"));
+        assert!(same_origin(&page.to_http_request()));
+        let other = TestRequest::default()
+            .insert_header((header::HOST, "127.0.0.1:8080"))
+            .insert_header((header::ORIGIN, "http://evil.example"));
+        assert!(!same_origin(&other.to_http_request()));
     }
 }

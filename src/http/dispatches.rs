@@ -38,6 +38,8 @@ pub fn dispatch_json(r: &DispatchRecord) -> Value {
 #[derive(Deserialize)]
 pub struct ListQuery {
     status: Option<String>,
+    /// At most this many (newest first).
+    limit: Option<usize>,
 }
 
 pub async fn list(state: web::Data<AppState>, q: web::Query<ListQuery>) -> HttpResponse {
@@ -48,6 +50,7 @@ pub async fn list(state: web::Data<AppState>, q: web::Query<ListQuery>) -> HttpR
                 .iter()
                 .map(dispatch_json)
                 .filter(|v| q.status.as_deref().is_none_or(|s| v["state"] == s))
+                .take(q.limit.unwrap_or(usize::MAX))
                 .collect();
             HttpResponse::Ok().json(rows)
         }
@@ -151,12 +154,9 @@ pub async fn replay_all(
     }
     let since_ms = match q.since.as_deref() {
         None | Some("") => None,
-        Some(t) => match time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339) {
-            Ok(t) => Some(u64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(0)),
-            Err(_) => {
-                return HttpResponse::BadRequest()
-                    .json(json!({ "error": format!("since must be an RFC 3339 time like 2025-10-04T06:00:00Z, got {t}") }))
-            }
+        Some(t) => match parse_since(t) {
+            Ok(ms) => Some(ms),
+            Err(e) => return HttpResponse::BadRequest().json(json!({ "error": e })),
         },
     };
     match state
@@ -170,5 +170,15 @@ pub async fn replay_all(
         Ok(Err(e)) => HttpResponse::InternalServerError().json(json!({ "error": e })),
         Err(e) => HttpResponse::ServiceUnavailable()
             .json(json!({ "error": format!("dispatcher unavailable: {e}") })),
+    }
+}
+
+/// `since` of a bulk replay: an RFC 3339 time, as epoch ms.
+pub fn parse_since(t: &str) -> Result<u64, String> {
+    match time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339) {
+        Ok(t) => Ok(u64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(0)),
+        Err(_) => Err(format!(
+            "since must be an RFC 3339 time like 2025-10-04T06:00:00Z, got {t}"
+        )),
     }
 }

@@ -4,13 +4,22 @@
 //!
 //! Files: `probes.rs` (`/healthz`, `/readyz`), `api.rs` (JSON reads),
 //! `actions.rs` (POST operator actions on nodes), `dispatches.rs` (dispatch reads
-//! and actions), `auth.rs` (the token rule).
+//! and actions), `auth.rs` (the token rule), `page.rs` (the status page `/`,
+//! with `page.css` and `page.js`), `forms.rs` (the page's actions without
+//! JavaScript: `/ui/...` forms answered with a 303 back to `/`), `hub.rs` (the
+//! live feed's one renderer), `ws.rs` (`/ws`, one task per browser),
+//! `metrics.rs` (`/metrics`, Prometheus text format).
 
 mod actions;
 mod api;
 mod auth;
 mod dispatches;
+mod forms;
+mod hub;
+mod metrics;
+mod page;
 mod probes;
+mod ws;
 
 use std::net::SocketAddr;
 
@@ -27,7 +36,19 @@ pub struct AppState {
 }
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/healthz", web::get().to(probes::healthz))
+    cfg.route("/", web::get().to(page::page))
+        .route("/ui/page.css", web::get().to(page::css))
+        .route("/ui/page.js", web::get().to(page::js))
+        .route("/ui/nodes/{id}/echo", web::post().to(forms::echo))
+        .route(
+            "/ui/dispatches/replay",
+            web::post().to(forms::replay_failed),
+        )
+        .route("/ui/dispatches/{id}/replay", web::post().to(forms::replay))
+        .route("/ui/dispatches/{id}/cancel", web::post().to(forms::cancel))
+        .route("/ws", web::get().to(ws::ws))
+        .route("/metrics", web::get().to(metrics::metrics))
+        .route("/healthz", web::get().to(probes::healthz))
         .route("/readyz", web::get().to(probes::readyz))
         .route("/api/status", web::get().to(api::status))
         .route("/api/actors", web::get().to(api::actors))
@@ -50,11 +71,16 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         );
 }
 
-/// Binds the server; the caller awaits it.
+/// Binds the server and starts the live feed's hub; the caller awaits the
+/// server. Call inside the actix System.
 pub fn serve(addr: SocketAddr, state: AppState) -> std::io::Result<actix_web::dev::Server> {
+    let hub = web::Data::new(hub::Hub::start(state.clone()));
+    let flashes = web::Data::new(forms::Flashes::default());
     let server = HttpServer::new(move || {
         App::new()
             .app_data(web::Data::new(state.clone()))
+            .app_data(hub.clone())
+            .app_data(flashes.clone())
             .configure(routes)
     })
     // The status page is light; one worker leaves the second core to DICOM work.

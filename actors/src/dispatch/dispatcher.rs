@@ -27,6 +27,7 @@ use super::shared::JobEnv;
 use crate::board::SharedBoard;
 use crate::config::{NodesUpdated, ProxyStatusUpdated, SettingsUpdated};
 use crate::deletion::StudyDeleted;
+use crate::feed::FeedEvent;
 use crate::health::{ActorHealth, ActorState, HandlerFailed, Monitored};
 
 pub struct Dispatcher {
@@ -160,6 +161,7 @@ impl Dispatcher {
             tracing::error!(error = %e, "cannot journal a cancel");
             return;
         }
+        self.board.publish(FeedEvent::Dispatch(rec.id.clone()));
         for n in changed {
             report(&self.env.store, &self.env.peers, &rec, &n);
         }
@@ -215,6 +217,7 @@ impl Dispatcher {
             .store
             .journal_put(&rec)
             .map_err(|e| e.to_string())?;
+        self.board.publish(FeedEvent::Dispatch(rec.id.clone()));
         tracing::info!(dispatch = %rec.id, nodes = ?targets, from_cache = rec.stage == Stage::Sending, "dispatch replayed");
         for node in &targets {
             report(&self.env.store, &self.env.peers, &rec, node);
@@ -295,6 +298,7 @@ impl Handler<DispatchReceived> for Dispatcher {
             .store
             .journal_put(&rec)
             .map_err(|e| HandlerFailed::Failed(format!("journal: {e}")))?;
+        self.board.publish(FeedEvent::Dispatch(rec.id.clone()));
         tracing::info!(dispatch = %rec.id, correlation_id = %rec.correlation_id, kind = ?rec.kind, entity = %rec.entity_id, priority = ?rec.priority, nodes = ?targets, "dispatch accepted");
         for node in &targets {
             report(&self.env.store, &self.env.peers, &rec, node);

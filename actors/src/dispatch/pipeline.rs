@@ -365,6 +365,22 @@ fn node_work(env: &JobEnv, id: &str, node_id: &str, sops: &[String]) -> Result<N
     Ok(work)
 }
 
+/// Each item's dataset size (what goes on the wire when the node takes the
+/// file's own transfer syntax), for the `/metrics` byte counts. Runs on the
+/// sender's blocking thread: one `stat` per file.
+fn dataset_sizes(items: &[Item]) -> std::collections::HashMap<String, u64> {
+    items
+        .iter()
+        .map(|i| {
+            let len = std::fs::metadata(&i.path).map(|m| m.len()).unwrap_or(0);
+            (
+                i.sop_instance_uid.clone(),
+                len.saturating_sub(i.dataset_offset),
+            )
+        })
+        .collect()
+}
+
 fn refusal_summary(refused: &[(String, String)], total: usize) -> String {
     let (sop, why) = &refused[0];
     format!(
@@ -439,12 +455,14 @@ async fn send_to_node(env: Rc<JobEnv>, sh: Rc<JobShared>, node_id: String, sops:
         let (jid, jnode) = (id.clone(), node_id.clone());
         let opts = env.send.clone();
         let items = work.items;
+        let board = env.board.clone();
         let batch = tokio::task::spawn_blocking(move || {
+            let sizes = dataset_sizes(&items);
             let on_event = move |ev: SendEvent| {
                 if let SendEvent::Acknowledged {
                     sop_instance_uid,
                     outcome,
-                    ..
+                    rtt,
                 } = &ev
                 {
                     let ack = match outcome {
@@ -462,6 +480,10 @@ async fn send_to_node(env: Rc<JobEnv>, sh: Rc<JobShared>, node_id: String, sops:
                     // Journaled before the sender takes its next instance.
                     if let Err(e) = store.journal_ack(&jid, &jnode, sop_instance_uid, &ack) {
                         tracing::error!(error = %e, "cannot journal an acknowledgement");
+                    }
+                    if ack.stored {
+                        let bytes = sizes.get(sop_instance_uid).copied().unwrap_or(0);
+                        board.sent.stored(&jnode, bytes, *rtt);
                     }
                 }
                 let _ = tx.send(ev);

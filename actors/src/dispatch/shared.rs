@@ -31,6 +31,8 @@ pub struct JobEnv {
     pub appliance_ae: String,
     pub limits: ExtractLimits,
     pub send: SendOptions,
+    /// Where the status page learns of journaled changes and send figures.
+    pub board: crate::board::SharedBoard,
 }
 
 impl JobEnv {
@@ -200,10 +202,13 @@ impl JobShared {
         }
     }
 
-    /// Writes the record to the journal (logged on failure: the next write retries it).
+    /// Writes the record to the journal (logged on failure: the next write retries it)
+    /// and tells the status page.
     pub fn journal(&self, env: &JobEnv) {
         if let Err(e) = env.store.journal_put(&self.rec.borrow()) {
             tracing::error!(error = %e, dispatch = %self.id(), "cannot journal a dispatch");
         }
+        env.board
+            .publish(crate::feed::FeedEvent::Dispatch(self.id()));
     }
 }

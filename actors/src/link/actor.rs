@@ -243,8 +243,9 @@ impl LinkActor {
 
     fn write_text(&mut self, event_type: &str, frame: String) {
         if let Some(sink) = self.sink.as_mut() {
-            if sink.write(WsMessage::Text(frame.into())).is_ok() {
+            if sink.write(WsMessage::Text(frame.clone().into())).is_ok() {
                 self.board.counters.count_out(event_type);
+                self.board.record_out(event_type, &frame);
             }
         }
     }

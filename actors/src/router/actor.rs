@@ -40,6 +40,7 @@ impl RouterActor {
 
     fn route(&mut self, ev: Incoming, ctx: &mut Context<Self>) {
         self.board.counters.count_in(&ev.event_type);
+        self.board.record_in(&ev);
         if let Some(ws) = ev.workspace_id.as_deref().filter(|w| !w.is_empty()) {
             self.board.set_last_workspace_id(ws);
         }
