@@ -1,0 +1,674 @@
+//! C-STORE throughput of our sender against stock peers, into stock receivers,
+//! on the same generated CT instances in one run (issue 3, "Measure").
+//!
+//! ```text
+//! benches/cstore_vs_peers.sh            # builds the shim, installs dicom-storescu, runs this
+//! cargo bench --bench cstore_vs_peers   # the same, with whatever is installed
+//! ```
+//!
+//! Senders: `send_batch` (1 and 4 associations), dcmtk `/usr/bin/storescu`
+//! (stock, and with the `shared/bench/quickack.c` LD_PRELOAD shim; ×4 = four
+//! processes with a quarter of the files each), dicom-rs `dicom-storescu`
+//! (`-c 1` and `-c 4`, with the shim, and `-c 4` stock). Receivers, all stock,
+//! started here on free loopback ports: `storescp --fork --ignore`,
+//! `storescp --fork -od DIR`, Orthanc (generated config, its defaults otherwise).
+//! Each figure is the median of `BENCH_RUNS` runs; writing receivers are emptied
+//! between runs so every run stores new files. Then, through the real appliance
+//! binary and the backend simulator: a ~300 MB study dispatched end to end to
+//! `storescp --ignore`, against download alone plus send alone; and the peak RSS
+//! (VmHWM) of the appliance while it dispatches a 2 GiB archive.
+//!
+//! Environment: `BENCH_INSTANCES` (600), `BENCH_RUNS` (3), `BENCH_SKIP_STOCK=1`
+//! (no stock-sender rows: they stall ~40 ms per instance and take ~30 s a run),
+//! `BENCH_SKIP_ORTHANC=1`, `BENCH_SKIP_WRITING=1`, `BENCH_SKIP_E2E=1`,
+//! `BENCH_E2E_INSTANCES` (600), `BENCH_SKIP_RSS=1`, `BENCH_RSS_INSTANCES`
+//! (4096 × 512 KiB ≈ 2 GiB), `QUICKACK_SO` (a prebuilt shim).
+//! Results: stdout and `{target}/bench-results/cstore_vs_peers.md`.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use laminate_actors::dispatch::download::{download, Download};
+use laminate_actors::send::{send_batch, Item, ItemOutcome, SendEvent, SendOptions, Target};
+use laminate_proxy::sim::study::{fresh_uid, SeriesSpec, StudySpec, Syntax};
+use laminate_proxy::sim::{BackendSim, EntityKind, SimOptions};
+use serde_json::{json, Value};
+use support::*;
+
+/// Pixel bytes per instance: 512×512×16 bit, ≈ 512 KiB per file.
+const PIXEL_BYTES: usize = 512 * 1024;
+/// Instances per series in the generated studies.
+const PER_SERIES: usize = 100;
+const SCP_AE: &str = "STORESCP";
+const ORTHANC_AE: &str = "ORTHANC";
+
+/// A CT study of `count` Explicit VR LE instances of ≈ 512 KiB.
+fn ct_study(count: usize) -> StudySpec {
+    let mut spec = StudySpec::simple(0, 0, PIXEL_BYTES);
+    let mut left = count;
+    let mut number = 1;
+    while left > 0 {
+        let n = left.min(PER_SERIES);
+        spec.series.push(SeriesSpec {
+            number,
+            uid: fresh_uid(),
+            instances: n,
+            syntax: Syntax::ExplicitLe,
+        });
+        left -= n;
+        number += 1;
+    }
+    spec
+}
+
+/// Our sender: `send_batch` over `associations`; with `index` the time
+/// includes reading each file's header (`Item::from_file`), as a stock
+/// sender's does.
+fn ours(files: &[PathBuf], port: u16, ae: &str, associations: u32, index: bool) -> Duration {
+    let target = Target {
+        node_id: "bench".into(),
+        host: "127.0.0.1".into(),
+        port,
+        called_ae: ae.into(),
+        calling_ae: "BENCH".into(),
+        max_associations: associations,
+    };
+    let read = || -> Vec<Item> {
+        files
+            .iter()
+            .map(|p| Item::from_file(p).expect("item"))
+            .collect()
+    };
+    let pre = if index { None } else { Some(read()) };
+    let stored = AtomicUsize::new(0);
+    let started = Instant::now();
+    let items = pre.unwrap_or_else(read);
+    let outcome = send_batch(
+        &target,
+        items,
+        &SendOptions::default(),
+        &AtomicBool::new(false),
+        &|e| {
+            if let SendEvent::Acknowledged {
+                outcome: ItemOutcome::Stored { .. },
+                ..
+            } = e
+            {
+                stored.fetch_add(1, Ordering::Relaxed);
+            }
+        },
+    );
+    let took = started.elapsed();
+    assert_eq!(outcome.transient_error, None, "send_batch failed");
+    assert_eq!(stored.into_inner(), files.len(), "every instance stored");
+    took
+}
+
+/// One measured row.
+struct Row {
+    receiver: &'static str,
+    sender: String,
+    assoc: usize,
+    time: Duration,
+}
+
+/// The receivers, each with what "empty it" and "check it got everything" mean.
+enum Receiver {
+    Ignore(StoreScp),
+    Writing(StoreScp),
+    Orthanc(Orthanc),
+}
+
+impl Receiver {
+    fn name(&self) -> &'static str {
+        match self {
+            Receiver::Ignore(_) => "storescp --ignore",
+            Receiver::Writing(_) => "storescp -od",
+            Receiver::Orthanc(_) => "Orthanc",
+        }
+    }
+    fn port(&self) -> u16 {
+        match self {
+            Receiver::Ignore(s) | Receiver::Writing(s) => s.port,
+            Receiver::Orthanc(o) => o.dicom_port,
+        }
+    }
+    fn ae(&self) -> &str {
+        match self {
+            Receiver::Ignore(s) | Receiver::Writing(s) => &s.ae,
+            Receiver::Orthanc(o) => &o.ae,
+        }
+    }
+    fn clear(&self) {
+        match self {
+            Receiver::Ignore(_) => {}
+            Receiver::Writing(s) => s.clear(),
+            Receiver::Orthanc(o) => o.clear(),
+        }
+    }
+    /// Waits (briefly) until it holds `n` instances; panics otherwise.
+    fn check(&self, n: usize) {
+        let got = || match self {
+            Receiver::Ignore(_) => n as u64,
+            Receiver::Writing(s) => s.written() as u64,
+            Receiver::Orthanc(o) => o.instances(),
+        };
+        let ok = eventually(Duration::from_secs(10), Duration::from_millis(50), || {
+            (got() == n as u64).then_some(())
+        });
+        assert!(ok.is_some(), "{}: {} of {n} instances", self.name(), got());
+    }
+}
+
+/// Senders, in the order they run against every receiver.
+#[derive(Clone, Copy)]
+enum Sender {
+    Ours(u32),
+    Dcmtk(usize, Shim),
+    DicomRs(usize, Shim),
+}
+
+impl Sender {
+    fn name(self) -> String {
+        let shim = |s| match s {
+            Shim::Stock => "stock",
+            Shim::QuickAck => "+ shim",
+        };
+        match self {
+            Sender::Ours(_) => "ours (send_batch, incl. header read)".into(),
+            Sender::Dcmtk(1, s) => format!("dcmtk storescu {}", shim(s)),
+            Sender::Dcmtk(n, s) => format!("dcmtk storescu ×{n} processes {}", shim(s)),
+            Sender::DicomRs(n, s) => format!("dicom-rs storescu -c {n} {}", shim(s)),
+        }
+    }
+    fn assoc(self) -> usize {
+        match self {
+            Sender::Ours(n) => n as usize,
+            Sender::Dcmtk(n, _) | Sender::DicomRs(n, _) => n,
+        }
+    }
+}
+
+struct Peers {
+    shim: Option<PathBuf>,
+    dicom_rs: Option<PathBuf>,
+}
+
+fn measure(
+    rx: &Receiver,
+    sender: Sender,
+    files: &[PathBuf],
+    peers: &Peers,
+    runs: usize,
+) -> Option<Row> {
+    let shim_path = |s: Shim| match s {
+        Shim::Stock => Some(None),
+        Shim::QuickAck => peers.shim.as_deref().map(Some),
+    };
+    let (port, ae) = (rx.port(), rx.ae().to_owned());
+    let mut run: Box<dyn FnMut() -> Duration> = match sender {
+        Sender::Ours(n) => Box::new(move || ours(files, port, &ae, n, true)),
+        Sender::Dcmtk(n, s) => {
+            let so = shim_path(s)?;
+            Box::new(move || dcmtk_storescu(files, port, &ae, n, so))
+        }
+        Sender::DicomRs(n, s) => {
+            let so = shim_path(s)?;
+            let exe = peers.dicom_rs.as_deref()?;
+            Box::new(move || dicom_rs_send(exe, files, port, &ae, n, so))
+        }
+    };
+    let mut times = Vec::new();
+    for _ in 0..runs.max(1) {
+        rx.clear();
+        times.push(run());
+        rx.check(files.len());
+    }
+    rx.clear();
+    Some(Row {
+        receiver: rx.name(),
+        sender: sender.name(),
+        assoc: sender.assoc(),
+        time: median(times),
+    })
+}
+
+fn main() {
+    if !run_requested("cstore_vs_peers") {
+        return;
+    }
+    let count: usize = env_or("BENCH_INSTANCES", 600);
+    let runs: usize = env_or("BENCH_RUNS", 3);
+    let skip_stock = env_flag("BENCH_SKIP_STOCK");
+    let mut report = Report::new("cstore_vs_peers");
+    report.line("# C-STORE: ours vs stock peers (issue 3)");
+    report.line("");
+    report.line(machine_note());
+
+    let work = tempfile::tempdir().expect("work dir");
+    let files_dir = work.path().join("files");
+    let spec = ct_study(count);
+    let generated = Instant::now();
+    let files: Vec<PathBuf> = spec
+        .write_files(&files_dir)
+        .expect("study files")
+        .iter()
+        .map(|i| files_dir.join(format!("{}.dcm", i.sop_instance_uid)))
+        .collect();
+    let bytes = total_bytes(&files);
+    let mb = bytes as f64 / 1e6;
+    println!(
+        "generated {count} instances in {:.1} s",
+        generated.elapsed().as_secs_f64()
+    );
+    report.line(format!(
+        "{count} CT instances, Explicit VR LE, {mb:.1} MB; medians of {runs} runs; loopback"
+    ));
+    report.line("");
+
+    let peers = Peers {
+        shim: quickack_shim(),
+        dicom_rs: dicom_rs_storescu(),
+    };
+    if peers.dicom_rs.is_none() {
+        report.line(
+            "note: dicom-storescu not found (cargo install dicom-storescu): its rows are missing",
+        );
+    }
+    if peers.shim.is_none() {
+        report.line("note: no quickack shim: its rows are missing");
+    }
+
+    let mut receivers = vec![Receiver::Ignore(StoreScp::ignoring(SCP_AE))];
+    if !env_flag("BENCH_SKIP_WRITING") {
+        receivers.push(Receiver::Writing(StoreScp::writing(SCP_AE, work.path())));
+    }
+    if !env_flag("BENCH_SKIP_ORTHANC") {
+        receivers.push(Receiver::Orthanc(Orthanc::start(ORTHANC_AE, work.path())));
+    }
+    let mut senders = vec![Sender::Ours(1), Sender::Ours(4)];
+    if !skip_stock {
+        senders.push(Sender::Dcmtk(1, Shim::Stock));
+    }
+    senders.extend([
+        Sender::Dcmtk(1, Shim::QuickAck),
+        Sender::Dcmtk(4, Shim::QuickAck),
+        Sender::DicomRs(1, Shim::QuickAck),
+        Sender::DicomRs(4, Shim::QuickAck),
+    ]);
+    if !skip_stock {
+        senders.push(Sender::DicomRs(4, Shim::Stock));
+    }
+
+    let mut rows: Vec<Row> = Vec::new();
+    report.line("| receiver | sender | assoc | s (median) | MB/s |");
+    report.line("|---|---|---|---|---|");
+    for rx in &receivers {
+        for &s in &senders {
+            if let Some(row) = measure(rx, s, &files, &peers, runs) {
+                report.line(format!(
+                    "| {} | {} | {} | {:.2} | {:.1} |",
+                    row.receiver,
+                    row.sender,
+                    row.assoc,
+                    row.time.as_secs_f64(),
+                    mb / row.time.as_secs_f64()
+                ));
+                rows.push(row);
+            }
+        }
+    }
+    drop(receivers);
+
+    let rate = |rx: &str, sender: Sender| -> Option<f64> {
+        let name = sender.name();
+        rows.iter()
+            .find(|r| r.receiver == rx && r.sender == name && r.assoc == sender.assoc())
+            .map(|r| mb / r.time.as_secs_f64())
+    };
+    let mut targets: Vec<String> = Vec::new();
+    let mut ratio_line = |what: &str, ours: Option<f64>, theirs: Option<f64>, target: f64| {
+        let line = match (ours, theirs) {
+            (Some(o), Some(t)) => {
+                let r = o / t;
+                format!(
+                    "- {what}: {r:.2}× ({o:.1} vs {t:.1} MB/s), target ≥ {target}× → {}",
+                    verdict(r, target)
+                )
+            }
+            _ => format!("- {what}: n/a (a row is missing)"),
+        };
+        targets.push(line);
+    };
+    let ign = "storescp --ignore";
+    ratio_line(
+        "1 assoc → storescp --ignore vs stock dcmtk storescu",
+        rate(ign, Sender::Ours(1)),
+        rate(ign, Sender::Dcmtk(1, Shim::Stock)),
+        10.0,
+    );
+    ratio_line(
+        "1 assoc → storescp --ignore vs dcmtk storescu + shim",
+        rate(ign, Sender::Ours(1)),
+        rate(ign, Sender::Dcmtk(1, Shim::QuickAck)),
+        1.0,
+    );
+    ratio_line(
+        "4 assoc → storescp --ignore vs dicom-rs storescu -c 4 + shim",
+        rate(ign, Sender::Ours(4)),
+        rate(ign, Sender::DicomRs(4, Shim::QuickAck)),
+        1.5,
+    );
+    let best_orthanc_peer = rows
+        .iter()
+        .filter(|r| r.receiver == "Orthanc" && !r.sender.starts_with("ours"))
+        .min_by_key(|r| r.time)
+        .map(|r| (r.sender.clone(), r.assoc, mb / r.time.as_secs_f64()));
+    ratio_line(
+        &format!(
+            "4 assoc → Orthanc vs the best peer ({})",
+            best_orthanc_peer
+                .as_ref()
+                .map_or("none".to_owned(), |(s, a, _)| format!("{s}, {a} assoc"))
+        ),
+        rate("Orthanc", Sender::Ours(4)),
+        best_orthanc_peer.map(|b| b.2),
+        0.95,
+    );
+
+    if !env_flag("BENCH_SKIP_E2E") {
+        targets.push(end_to_end(work.path(), runs, &mut report));
+    }
+    if !env_flag("BENCH_SKIP_RSS") {
+        targets.push(peak_rss(work.path(), &mut report));
+    }
+    report.line("");
+    report.line("## Targets");
+    for t in targets {
+        report.line(t);
+    }
+    report.save();
+}
+
+// ----- end to end through the appliance -----
+
+/// Seconds between two RFC 3339 timestamps of the appliance's events.
+fn seconds_between(a: &str, b: &str) -> Option<f64> {
+    use time::format_description::well_known::Rfc3339;
+    let a = time::OffsetDateTime::parse(a, &Rfc3339).ok()?;
+    let b = time::OffsetDateTime::parse(b, &Rfc3339).ok()?;
+    Some((b - a).as_seconds_f64())
+}
+
+/// When each status of (corr, node_1) was first reported, in seconds after `queued`.
+fn stage_times(sim: &BackendSim, corr: &str) -> String {
+    let frames: Vec<Value> = sim
+        .frames()
+        .into_iter()
+        .filter(|f| f["event_type"] == "dispatch.status" && f["correlation_id"] == corr)
+        .collect();
+    let Some(t0) = frames.first().and_then(|f| f["timestamp"].as_str()) else {
+        return "no statuses".into();
+    };
+    let mut seen: Vec<String> = Vec::new();
+    let mut out = Vec::new();
+    for f in &frames {
+        let st = f["payload"]["status"].as_str().unwrap_or("?").to_owned();
+        if seen.contains(&st) {
+            continue;
+        }
+        let at = f["timestamp"]
+            .as_str()
+            .and_then(|t| seconds_between(t0, t))
+            .unwrap_or(f64::NAN);
+        out.push(format!("{st} +{at:.2} s"));
+        seen.push(st);
+    }
+    out.join(", ")
+}
+
+fn dispatch_event(entity: &str, corr: &str) -> Value {
+    event(
+        "session.dispatch",
+        corr,
+        ("session", entity),
+        json!({"nodes": ["node_1"], "priority": "high", "subject_id": "subj_bench",
+               "session_label": "CT-1"}),
+    )
+}
+
+/// Starts an appliance whose only node is `port`, connected to `sim`.
+fn appliance_for(sim: &BackendSim, port: u16, parent: &Path) -> Appliance {
+    let before = sim.connections();
+    let app = Appliance::start(
+        &sim.backend_url(),
+        json!([node("node_1", SCP_AE, port)]),
+        "off",
+        parent,
+    );
+    let ok = eventually(Duration::from_secs(30), Duration::from_millis(20), || {
+        (sim.connections() > before && sim.is_connected()).then_some(())
+    });
+    assert!(ok.is_some(), "appliance not connected:\n{}", app.logs());
+    app
+}
+
+/// Dispatches `entity` and waits for its final status; (time, final payload).
+fn dispatch_and_wait(
+    sim: &BackendSim,
+    app: &Appliance,
+    entity: &str,
+    corr: &str,
+    timeout: Duration,
+    mut tick: impl FnMut(),
+) -> (Duration, Value) {
+    let c = corr.to_owned();
+    let is_final = move |f: &Value| {
+        f["event_type"] == "dispatch.status"
+            && f["correlation_id"] == c.as_str()
+            && matches!(
+                f["payload"]["status"].as_str(),
+                Some("completed" | "failed" | "cancelled")
+            )
+    };
+    let started = Instant::now();
+    assert!(
+        sim.send_event(&dispatch_event(entity, corr)),
+        "not connected"
+    );
+    loop {
+        if let Some(f) = sim.wait_frame(Duration::from_millis(100), &is_final) {
+            let took = started.elapsed();
+            return (took, f["payload"].clone());
+        }
+        tick();
+        assert!(
+            started.elapsed() < timeout,
+            "no final status for {corr}:\n{}",
+            app.logs()
+        );
+    }
+}
+
+fn write_zip(spec: &StudySpec, path: &Path) {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(spec.write_zip(path))
+        .expect("zip");
+}
+
+fn end_to_end(work: &Path, runs: usize, report: &mut Report) -> String {
+    let count: usize = env_or("BENCH_E2E_INSTANCES", 600);
+    let spec = ct_study(count);
+    let zip_path = work.join("e2e.zip");
+    write_zip(&spec, &zip_path);
+    let archive = bytes::Bytes::from(std::fs::read(&zip_path).expect("zip"));
+    let _ = std::fs::remove_file(&zip_path);
+    let zip_len = archive.len() as u64;
+    let zip_mb = zip_len as f64 / 1e6;
+    let files_dir = work.join("e2e-files");
+    let files: Vec<PathBuf> = spec
+        .write_files(&files_dir)
+        .expect("files")
+        .iter()
+        .map(|i| files_dir.join(format!("{}.dcm", i.sop_instance_uid)))
+        .collect();
+    let files_mb = total_bytes(&files) as f64 / 1e6;
+
+    let sim = BackendSim::start(SimOptions {
+        proxy_key: KEY.into(),
+        tls: None,
+        port: 0,
+    })
+    .expect("simulator");
+    sim.put_download(EntityKind::Session, "sess_e2e", archive);
+    let scp = StoreScp::ignoring(SCP_AE);
+
+    // Download alone: the same archive from the same simulator, to a file on the same disk.
+    let dest = work.join("dl/archive.zip");
+    let job = Download {
+        url: url::Url::parse(&format!(
+            "{}/api/proxy/sessions/sess_e2e/download",
+            sim.api_url()
+        ))
+        .expect("url"),
+        proxy_key: KEY.into(),
+        dest: dest.clone(),
+        tls: laminate_actors::link::tls::client_config(None).expect("tls"),
+    };
+    let dl = median_of(
+        runs,
+        // A file left from the run before would be resumed with Range.
+        || {
+            let _ = std::fs::remove_file(&dest);
+        },
+        || {
+            let started = Instant::now();
+            let size = actix_rt::System::new()
+                .block_on(download(&job, &|_| {}))
+                .expect("download");
+            let took = started.elapsed();
+            assert_eq!(size, zip_len);
+            took
+        },
+    );
+    let _ = std::fs::remove_file(&dest);
+    // Send alone: the same instances as files, 4 associations, headers read beforehand
+    // (the appliance reads them while extracting).
+    let send = median_of(runs, || {}, || ours(&files, scp.port, SCP_AE, 4, false));
+    let _ = std::fs::remove_dir_all(&files_dir);
+
+    let mut times = Vec::new();
+    let mut stages = Vec::new();
+    for run in 0..runs.max(1) {
+        let app = appliance_for(&sim, scp.port, work);
+        let corr = format!("corr_e2e_{run}");
+        let (took, last) = dispatch_and_wait(
+            &sim,
+            &app,
+            "sess_e2e",
+            &corr,
+            Duration::from_secs(900),
+            || {},
+        );
+        assert_eq!(last["status"], "completed", "{last}\n{}", app.logs());
+        assert_eq!(last["files_sent"], count, "{last}");
+        stages.push((took, stage_times(&sim, &corr)));
+        times.push(took);
+    }
+    let e2e = median(times);
+    let base = dl + send;
+    let ratio = e2e.as_secs_f64() / base.as_secs_f64();
+    report.line("");
+    report.line("## End to end (appliance binary, simulator → storescp --ignore)");
+    report.line(format!(
+        "{count} instances, archive {zip_mb:.1} MB; medians of {runs}"
+    ));
+    report.line(format!(
+        "- download alone (download(), same sim): {:.2} s ({:.1} MB/s)",
+        dl.as_secs_f64(),
+        zip_mb / dl.as_secs_f64()
+    ));
+    report.line(format!(
+        "- send alone (send_batch, 4 assoc): {:.2} s ({:.1} MB/s)",
+        send.as_secs_f64(),
+        files_mb / send.as_secs_f64()
+    ));
+    report.line(format!(
+        "- dispatch event → completed: {:.2} s ({:.1} MB/s of archive)",
+        e2e.as_secs_f64(),
+        zip_mb / e2e.as_secs_f64()
+    ));
+    for (t, s) in stages {
+        report.line(format!("  - run {:.2} s: {s}", t.as_secs_f64()));
+    }
+    format!(
+        "- end to end: {:.2} s = {ratio:.2} × (download {:.2} s + send {:.2} s), target ≤ 1.2× → {}",
+        e2e.as_secs_f64(),
+        dl.as_secs_f64(),
+        send.as_secs_f64(),
+        if ratio <= 1.2 { "PASS" } else { "FAIL" }
+    )
+}
+
+fn peak_rss(work: &Path, report: &mut Report) -> String {
+    let count: usize = env_or("BENCH_RSS_INSTANCES", 4096);
+    let spec = ct_study(count);
+    let zip_path = work.join("rss.zip");
+    let generated = Instant::now();
+    write_zip(&spec, &zip_path);
+    let archive = bytes::Bytes::from(std::fs::read(&zip_path).expect("zip"));
+    let _ = std::fs::remove_file(&zip_path);
+    let zip_mb = archive.len() as f64 / 1e6;
+    let zip_gib = archive.len() as f64 / (1u64 << 30) as f64;
+    println!(
+        "generated the {zip_gib:.2} GiB archive in {:.1} s",
+        generated.elapsed().as_secs_f64()
+    );
+    let sim = BackendSim::start(SimOptions {
+        proxy_key: KEY.into(),
+        tls: None,
+        port: 0,
+    })
+    .expect("simulator");
+    sim.put_download(EntityKind::Session, "sess_rss", archive);
+    let scp = StoreScp::ignoring(SCP_AE);
+    let app = appliance_for(&sim, scp.port, work);
+    let idle_kib = app.proc_status_kib("VmRSS:").unwrap_or(0);
+    let mut max_rss = 0;
+    let (took, last) = dispatch_and_wait(
+        &sim,
+        &app,
+        "sess_rss",
+        "corr_rss",
+        Duration::from_secs(1800),
+        || {
+            max_rss = max_rss.max(app.proc_status_kib("VmRSS:").unwrap_or(0));
+        },
+    );
+    let hwm_kib = app.proc_status_kib("VmHWM:").expect("VmHWM");
+    assert_eq!(last["status"], "completed", "{last}\n{}", app.logs());
+    assert_eq!(last["files_sent"], count, "{last}");
+    let hwm_mib = hwm_kib as f64 / 1024.0;
+    report.line("");
+    report.line("## Peak RSS while dispatching a large archive");
+    report.line(format!(
+        "{count} instances, archive {zip_gib:.2} GiB: dispatch → completed in {:.1} s ({:.1} MB/s); \
+         appliance VmRSS idle {:.1} MiB, largest sampled {:.1} MiB, VmHWM {hwm_mib:.1} MiB; \
+         stages: {}",
+        took.as_secs_f64(),
+        zip_mb / took.as_secs_f64(),
+        idle_kib as f64 / 1024.0,
+        max_rss as f64 / 1024.0,
+        stage_times(&sim, "corr_rss"),
+    ));
+    format!(
+        "- peak RSS (VmHWM) dispatching {zip_gib:.2} GiB: {hwm_mib:.1} MiB, target ≤ 64 MiB → {}",
+        if hwm_mib <= 64.0 { "PASS" } else { "FAIL" }
+    )
+}
