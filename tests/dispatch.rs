@@ -789,6 +789,13 @@ fn sigterm_while_sending_exits_cleanly_in_time_and_the_restart_resends_nothing()
         (scp.store_requests() >= 100).then_some(())
     })
     .expect("sending started");
+    let in_flight = app.get_json("/api/nodes")[0]["in_flight"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(
+        in_flight > 0,
+        "instances handed to the senders show as in flight"
+    );
     let started = std::time::Instant::now();
     let code = app.terminate();
     let took = started.elapsed();
@@ -810,6 +817,7 @@ fn sigterm_while_sending_exits_cleanly_in_time_and_the_restart_resends_nothing()
         sops.len(),
         "a graceful stop re-sends nothing"
     );
+    assert_eq!(app.get_json("/api/nodes")[0]["in_flight"], 0);
 }
 
 #[test]

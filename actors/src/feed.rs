@@ -223,9 +223,26 @@ impl Default for RttSnapshot {
 pub struct SendStats {
     per_node: Mutex<BTreeMap<String, NodeSent>>,
     rtt: Mutex<RttSnapshot>,
+    /// Instances handed to a node's senders and not yet acknowledged.
+    in_flight: Mutex<BTreeMap<String, u64>>,
 }
 
 impl SendStats {
+    pub fn add_in_flight(&self, node_id: &str, n: u64) {
+        *lock(&self.in_flight).entry(node_id.to_owned()).or_default() += n;
+    }
+    pub fn settle_in_flight(&self, node_id: &str, n: u64) {
+        let mut m = lock(&self.in_flight);
+        if let Some(v) = m.get_mut(node_id) {
+            *v = v.saturating_sub(n);
+            if *v == 0 {
+                m.remove(node_id);
+            }
+        }
+    }
+    pub fn in_flight(&self, node_id: &str) -> u64 {
+        lock(&self.in_flight).get(node_id).copied().unwrap_or(0)
+    }
     /// One instance acknowledged as stored by `node_id`.
     pub fn stored(&self, node_id: &str, bytes: u64, rtt: Duration) {
         {

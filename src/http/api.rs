@@ -79,7 +79,7 @@ pub fn node_json(board: &Board, n: &Node) -> Value {
         "echo_rtt_ms": echo.echo_rtt_ms,
         "last_echo_error": echo.last_error,
         // Not tracked yet: the senders do not report what is on the wire.
-        "in_flight": null,
+        "in_flight": board.sent.in_flight(&n.node_id),
     })
 }
 

@@ -308,6 +308,42 @@ async fn send_stage(env: &Rc<JobEnv>, sh: &Rc<JobShared>) {
     futures_util::future::join_all(tasks).await;
 }
 
+/// Counts a batch's instances as in flight on the board (`/api/nodes`) until each
+/// is acknowledged; whatever is left when the batch ends is settled on drop.
+struct InFlight {
+    board: crate::board::SharedBoard,
+    node: String,
+    left: std::sync::atomic::AtomicU64,
+}
+
+impl InFlight {
+    fn new(board: crate::board::SharedBoard, node: &str, n: u64) -> Self {
+        board.sent.add_in_flight(node, n);
+        Self {
+            board,
+            node: node.to_owned(),
+            left: std::sync::atomic::AtomicU64::new(n),
+        }
+    }
+
+    fn settle_one(&self) {
+        use std::sync::atomic::Ordering;
+        let taken = self
+            .left
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |v| v.checked_sub(1));
+        if taken.is_ok() {
+            self.board.sent.settle_in_flight(&self.node, 1);
+        }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let left = *self.left.get_mut();
+        self.board.sent.settle_in_flight(&self.node, left);
+    }
+}
+
 /// The instances a node still needs, and the counts so far.
 struct NodeWork {
     items: Vec<Item>,
@@ -458,6 +494,7 @@ async fn send_to_node(env: Rc<JobEnv>, sh: Rc<JobShared>, node_id: String, sops:
         let board = env.board.clone();
         let batch = tokio::task::spawn_blocking(move || {
             let sizes = dataset_sizes(&items);
+            let in_flight = InFlight::new(board.clone(), &jnode, items.len() as u64);
             let on_event = move |ev: SendEvent| {
                 if let SendEvent::Acknowledged {
                     sop_instance_uid,
@@ -481,6 +518,7 @@ async fn send_to_node(env: Rc<JobEnv>, sh: Rc<JobShared>, node_id: String, sops:
                     if let Err(e) = store.journal_ack(&jid, &jnode, sop_instance_uid, &ack) {
                         tracing::error!(error = %e, "cannot journal an acknowledgement");
                     }
+                    in_flight.settle_one();
                     if ack.stored {
                         let bytes = sizes.get(sop_instance_uid).copied().unwrap_or(0);
                         board.sent.stored(&jnode, bytes, *rtt);
