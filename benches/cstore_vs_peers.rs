@@ -13,14 +13,17 @@
 //! started here on free loopback ports: `storescp --fork --ignore`,
 //! `storescp --fork -od DIR`, Orthanc (generated config, its defaults otherwise).
 //! Each figure is the median of `BENCH_RUNS` runs; writing receivers are emptied
-//! between runs so every run stores new files. Then, through the real appliance
+//! between runs so every run stores new files, get one untimed warm-up pass, and
+//! the runs go round-robin over the senders (Orthanc is ~20 % faster for whoever
+//! sends later otherwise). Then, through the real appliance
 //! binary and the backend simulator: a ~300 MB study dispatched end to end to
 //! `storescp --ignore`, against download alone plus send alone; and the peak RSS
 //! (VmHWM) of the appliance while it dispatches a 2 GiB archive.
 //!
 //! Environment: `BENCH_INSTANCES` (600), `BENCH_RUNS` (3), `BENCH_SKIP_STOCK=1`
 //! (no stock-sender rows: they stall ~40 ms per instance and take ~30 s a run),
-//! `BENCH_SKIP_ORTHANC=1`, `BENCH_SKIP_WRITING=1`, `BENCH_SKIP_E2E=1`,
+//! `BENCH_RECEIVERS` (`ignore,writing,orthanc`), `BENCH_REVERSE=1` (senders in
+//! reverse order, ours last), `BENCH_SKIP_E2E=1`,
 //! `BENCH_E2E_INSTANCES` (600), `BENCH_SKIP_RSS=1`, `BENCH_RSS_INSTANCES`
 //! (4096 × 512 KiB ≈ 2 GiB), `QUICKACK_SO` (a prebuilt shim).
 //! Results: stdout and `{target}/bench-results/cstore_vs_peers.md`.
@@ -112,7 +115,9 @@ struct Row {
     receiver: &'static str,
     sender: String,
     assoc: usize,
+    /// The median of `runs`.
     time: Duration,
+    runs: Vec<Duration>,
 }
 
 /// The receivers, each with what "empty it" and "check it got everything" mean.
@@ -197,43 +202,63 @@ struct Peers {
     dicom_rs: Option<PathBuf>,
 }
 
-fn measure(
+/// Every sender against one receiver. One untimed warm-up pass first (a
+/// receiver that stores gets faster once its directories and index pages
+/// exist), then the runs round-robin over the senders, so that no sender is
+/// favoured by going later.
+fn measure_all(
     rx: &Receiver,
-    sender: Sender,
+    senders: &[Sender],
     files: &[PathBuf],
     peers: &Peers,
     runs: usize,
-) -> Option<Row> {
+) -> Vec<Row> {
     let shim_path = |s: Shim| match s {
         Shim::Stock => Some(None),
         Shim::QuickAck => peers.shim.as_deref().map(Some),
     };
     let (port, ae) = (rx.port(), rx.ae().to_owned());
-    let mut run: Box<dyn FnMut() -> Duration> = match sender {
-        Sender::Ours(n) => Box::new(move || ours(files, port, &ae, n, true)),
-        Sender::Dcmtk(n, s) => {
-            let so = shim_path(s)?;
-            Box::new(move || dcmtk_storescu(files, port, &ae, n, so))
-        }
-        Sender::DicomRs(n, s) => {
-            let so = shim_path(s)?;
-            let exe = peers.dicom_rs.as_deref()?;
-            Box::new(move || dicom_rs_send(exe, files, port, &ae, n, so))
-        }
+    type Run<'a> = Box<dyn FnMut() -> Duration + 'a>;
+    let runner = |sender: Sender| -> Option<Run<'_>> {
+        let ae = ae.clone();
+        Some(match sender {
+            Sender::Ours(n) => Box::new(move || ours(files, port, &ae, n, true)),
+            Sender::Dcmtk(n, s) => {
+                let so = shim_path(s)?;
+                Box::new(move || dcmtk_storescu(files, port, &ae, n, so))
+            }
+            Sender::DicomRs(n, s) => {
+                let so = shim_path(s)?;
+                let exe = peers.dicom_rs.as_deref()?;
+                Box::new(move || dicom_rs_send(exe, files, port, &ae, n, so))
+            }
+        })
     };
-    let mut times = Vec::new();
+    let mut planned: Vec<(Sender, Run<'_>, Vec<Duration>)> = senders
+        .iter()
+        .filter_map(|&s| runner(s).map(|r| (s, r, Vec::new())))
+        .collect();
+    rx.clear();
+    ours(files, port, &ae, 4, true);
+    rx.check(files.len());
     for _ in 0..runs.max(1) {
-        rx.clear();
-        times.push(run());
-        rx.check(files.len());
+        for (_, run, times) in planned.iter_mut() {
+            rx.clear();
+            times.push(run());
+            rx.check(files.len());
+        }
     }
     rx.clear();
-    Some(Row {
-        receiver: rx.name(),
-        sender: sender.name(),
-        assoc: sender.assoc(),
-        time: median(times),
-    })
+    planned
+        .into_iter()
+        .map(|(sender, _, times)| Row {
+            receiver: rx.name(),
+            sender: sender.name(),
+            assoc: sender.assoc(),
+            time: median(times.clone()),
+            runs: times,
+        })
+        .collect()
 }
 
 fn main() {
@@ -282,11 +307,17 @@ fn main() {
         report.line("note: no quickack shim: its rows are missing");
     }
 
-    let mut receivers = vec![Receiver::Ignore(StoreScp::ignoring(SCP_AE))];
-    if !env_flag("BENCH_SKIP_WRITING") {
+    let wanted =
+        std::env::var("BENCH_RECEIVERS").unwrap_or_else(|_| "ignore,writing,orthanc".into());
+    let wanted: Vec<&str> = wanted.split(',').map(str::trim).collect();
+    let mut receivers = Vec::new();
+    if wanted.contains(&"ignore") {
+        receivers.push(Receiver::Ignore(StoreScp::ignoring(SCP_AE)));
+    }
+    if wanted.contains(&"writing") {
         receivers.push(Receiver::Writing(StoreScp::writing(SCP_AE, work.path())));
     }
-    if !env_flag("BENCH_SKIP_ORTHANC") {
+    if wanted.contains(&"orthanc") {
         receivers.push(Receiver::Orthanc(Orthanc::start(ORTHANC_AE, work.path())));
     }
     let mut senders = vec![Sender::Ours(1), Sender::Ours(4)];
@@ -302,23 +333,31 @@ fn main() {
     if !skip_stock {
         senders.push(Sender::DicomRs(4, Shim::Stock));
     }
+    if env_flag("BENCH_REVERSE") {
+        // Ours last: to see whether a receiver warms up (or degrades) over a run.
+        senders.reverse();
+    }
 
     let mut rows: Vec<Row> = Vec::new();
-    report.line("| receiver | sender | assoc | s (median) | MB/s |");
-    report.line("|---|---|---|---|---|");
+    report.line("| receiver | sender | assoc | s (median) | s (each run, in order) | MB/s |");
+    report.line("|---|---|---|---|---|---|");
     for rx in &receivers {
-        for &s in &senders {
-            if let Some(row) = measure(rx, s, &files, &peers, runs) {
-                report.line(format!(
-                    "| {} | {} | {} | {:.2} | {:.1} |",
-                    row.receiver,
-                    row.sender,
-                    row.assoc,
-                    row.time.as_secs_f64(),
-                    mb / row.time.as_secs_f64()
-                ));
-                rows.push(row);
-            }
+        for row in measure_all(rx, &senders, &files, &peers, runs) {
+            let each: Vec<String> = row
+                .runs
+                .iter()
+                .map(|t| format!("{:.2}", t.as_secs_f64()))
+                .collect();
+            report.line(format!(
+                "| {} | {} | {} | {:.2} | {} | {:.1} |",
+                row.receiver,
+                row.sender,
+                row.assoc,
+                row.time.as_secs_f64(),
+                each.join(" / "),
+                mb / row.time.as_secs_f64()
+            ));
+            rows.push(row);
         }
     }
     drop(receivers);

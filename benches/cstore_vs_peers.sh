@@ -8,7 +8,7 @@
 #   benches/cstore_vs_peers.sh all        # both
 #
 # Environment (see the benches' docs): BENCH_INSTANCES, BENCH_RUNS, BENCH_SKIP_STOCK,
-# BENCH_SKIP_ORTHANC, BENCH_SKIP_WRITING, BENCH_SKIP_E2E, BENCH_SKIP_RSS,
+# BENCH_RECEIVERS (ignore,writing,orthanc), BENCH_REVERSE, BENCH_SKIP_E2E, BENCH_SKIP_RSS,
 # BENCH_RSS_INSTANCES, BENCH_SKIP_DELETE. Results: $CARGO_TARGET_DIR/bench-results/*.md
 # (or target/bench-results/).
 set -euo pipefail
