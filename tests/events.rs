@@ -242,7 +242,11 @@ fn nodes_config_and_status_events_change_the_files_and_invalid_ones_do_not() {
         (app.read_config("nodes.json")["nodes"][0]["node_id"] == "node_9").then_some(())
     })
     .expect("replaced");
-    assert_eq!(app.get_json("/api/nodes")[0]["node_id"], "node_9");
+    // The file is written first; the node monitor then publishes the new list.
+    eventually(T, || {
+        (app.get_json("/api/nodes")[0]["node_id"] == "node_9").then_some(())
+    })
+    .expect("the API follows the replaced list");
 
     // config_changed: merge, unknown kept and reported, null resets
     assert!(sim.send_event(&event(

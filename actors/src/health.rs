@@ -277,6 +277,12 @@ impl<R: PanicReply + 'static> PanicReply for ResponseFuture<R> {
     }
 }
 
+impl<A: Actor, R: PanicReply + 'static> PanicReply for AtomicResponse<A, R> {
+    fn panicked() -> Self {
+        AtomicResponse::new(Box::pin(actix::fut::ready(R::panicked())))
+    }
+}
+
 /// Actors that report their health.
 pub trait Monitored {
     fn health(&self) -> &ActorHealth;

@@ -23,6 +23,7 @@
 //! - [`peers`]: the actors' addresses, set once at start-up.
 //! - [`system`]: starts and wires everything.
 //! - [`clock`]: the protocol's timestamps.
+//! - [`http_client`]: awc clients whose TCP connections never wait on Nagle.
 
 pub mod board;
 pub mod clock;
@@ -34,6 +35,7 @@ pub mod envelope;
 pub mod feed;
 pub mod health;
 pub mod heartbeat;
+pub mod http_client;
 pub mod ingest;
 pub mod link;
 pub mod nodes;

@@ -85,6 +85,8 @@ pub fn serve(addr: SocketAddr, state: AppState) -> std::io::Result<actix_web::de
     })
     // The status page is light; one worker leaves the second core to DICOM work.
     .workers(1)
+    // `/ws` pushes small messages back to back; they must not wait on Nagle.
+    .tcp_nodelay(true)
     // Shutdown is ours (signal → actors → store flush), not actix-web's.
     .disable_signals()
     .shutdown_timeout(2)

@@ -77,6 +77,8 @@ fn start(
             .default_service(web::to(route))
     })
     .workers(1)
+    // Like a real backend: small frames pushed back to back must not wait on Nagle.
+    .tcp_nodelay(true)
     // The simulator lives inside test processes and the demo: signals belong to them.
     .disable_signals()
     .shutdown_timeout(0);

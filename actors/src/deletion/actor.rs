@@ -28,13 +28,15 @@ impl DeletionActor {
         }
     }
 
-    fn delete(&self, target: &DeletionTarget) -> Result<Deletion, String> {
+    /// The index transaction; runs on a blocking thread (a big session is
+    /// thousands of entries and a flush).
+    fn delete(store: &Store, target: &DeletionTarget) -> Result<Deletion, String> {
         match target {
-            DeletionTarget::Session { study_uid } => self.store.delete_study(study_uid),
+            DeletionTarget::Session { study_uid } => store.delete_study(study_uid),
             DeletionTarget::Scan {
                 study_uid,
                 scan_number,
-            } => self.store.delete_series_by_number(study_uid, *scan_number),
+            } => store.delete_series_by_number(study_uid, *scan_number),
         }
         .map_err(|e| e.to_string())
     }
@@ -86,7 +88,7 @@ impl Monitored for DeletionActor {
 }
 
 impl Handler<DeletionReceived> for DeletionActor {
-    type Result = Result<(), HandlerFailed>;
+    type Result = AtomicResponse<Self, Result<(), HandlerFailed>>;
     fn handle(&mut self, msg: DeletionReceived, _: &mut Context<Self>) -> Self::Result {
         let ev = msg.0;
         let target = match ev.kind {
@@ -100,7 +102,7 @@ impl Handler<DeletionReceived> for DeletionActor {
                 tracing::error!(event_type = %ev.event_type, correlation_id = %ev.correlation_id, error = %why, "deletion event rejected");
                 self.health
                     .record_error(format!("{}: {why}", ev.event_type));
-                return Ok(());
+                return AtomicResponse::new(Box::pin(actix::fut::ready(Ok(()))));
             }
         };
         if let DeletionTarget::Session { study_uid } = &target {
@@ -112,23 +114,35 @@ impl Handler<DeletionReceived> for DeletionActor {
                 });
             }
         }
-        match self.delete(&target) {
-            Ok(d) if d.removed.is_empty() => {
-                tracing::info!(target = ?target, "nothing to delete (unknown or already deleted)");
-            }
-            Ok(d) => {
-                let bytes: u64 = d.removed.iter().map(|r| r.size).sum();
-                tracing::info!(target = ?target, instances = d.removed.len(), bytes, patient_dropped = ?d.patient_mapping_dropped, "deleted from the local store");
-                self.finish_files(d.ticket);
-            }
-            Err(e) => {
-                // Not acknowledged: the event is acted on again when redelivered.
-                tracing::error!(error = %e, target = ?target, "deletion failed");
-                self.health.record_error(format!("deletion: {e}"));
-                return Err(HandlerFailed::Failed(format!("deletion: {e}")));
-            }
-        }
-        Ok(())
+        let store = self.store.clone();
+        let work = async move {
+            let t = target.clone();
+            let done = tokio::task::spawn_blocking(move || Self::delete(&store, &t)).await;
+            let done = done.unwrap_or_else(|e| Err(format!("deletion task failed: {e}")));
+            (target, done)
+        };
+        // Atomic: one deletion at a time, in the order the router handed them over,
+        // while the actor's thread stays free for everyone else on it.
+        AtomicResponse::new(Box::pin(work.into_actor(self).map(
+            |(target, done), act, _| match done {
+                Ok(d) if d.removed.is_empty() => {
+                    tracing::info!(target = ?target, "nothing to delete (unknown or already deleted)");
+                    Ok(())
+                }
+                Ok(d) => {
+                    let bytes: u64 = d.removed.iter().map(|r| r.size).sum();
+                    tracing::info!(target = ?target, instances = d.removed.len(), bytes, patient_dropped = ?d.patient_mapping_dropped, "deleted from the local store");
+                    act.finish_files(d.ticket);
+                    Ok(())
+                }
+                Err(e) => {
+                    // Not acknowledged: the event is acted on again when redelivered.
+                    tracing::error!(error = %e, target = ?target, "deletion failed");
+                    act.health.record_error(format!("deletion: {e}"));
+                    Err(HandlerFailed::Failed(format!("deletion: {e}")))
+                }
+            },
+        )))
     }
 }
 

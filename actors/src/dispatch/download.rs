@@ -60,8 +60,7 @@ pub struct Download {
 /// Fetches the archive into `dest`, resuming a partial file when the server allows;
 /// calls `progress(bytes_on_disk)` as data arrives. Returns the archive's size.
 pub async fn download(d: &Download, progress: &dyn Fn(u64)) -> Result<u64, DownloadError> {
-    let client = awc::Client::builder()
-        .connector(awc::Connector::new().rustls_0_23(d.tls.clone()))
+    let client = crate::http_client::client_builder(d.tls.clone())
         .timeout(HEAD_TIMEOUT)
         .disable_redirects()
         .finish();

@@ -161,8 +161,7 @@ impl LinkActor {
             return;
         }
         self.set_state(LinkState::Connecting, None, None);
-        let client = awc::Client::builder()
-            .connector(awc::Connector::new().rustls_0_23(self.settings.tls.clone()))
+        let client = crate::http_client::client_builder(self.settings.tls.clone())
             .timeout(HANDSHAKE_TIMEOUT)
             .finish();
         let request = client

@@ -1,5 +1,7 @@
 //! The router actor. See `mod.rs`.
 
+use std::collections::VecDeque;
+
 use actix::prelude::*;
 use laminate_store::{SeenEvents, Store};
 
@@ -9,15 +11,29 @@ use crate::config::ConfigEventReceived;
 use crate::deletion::DeletionReceived;
 use crate::dispatch::DispatchReceived;
 use crate::envelope::{excerpt, parse_incoming, EnvelopeError, EventKind, Incoming, Outgoing};
-use crate::health::{ActorHealth, ActorState, HandlerFailed, Monitored};
+use crate::health::{ActorHealth, ActorState, Delivered, HandlerFailed, Monitored, Ticket};
 use crate::link::EphemeralEventReady;
 use crate::peers::PeersCell;
+
+/// An event waiting for its owner, with the mailbox ticket that keeps it
+/// counted in the router's mailbox depth until it is handed over.
+struct Pending {
+    ev: Incoming,
+    _ticket: Option<Ticket>,
+}
 
 pub struct RouterActor {
     health: ActorHealth,
     board: SharedBoard,
     store: Store,
     peers: PeersCell,
+    /// Events for the owners, handed over one at a time in arrival order. Pings
+    /// and bad frames never wait here: a slow owner (a big deletion) must not
+    /// delay a `pong`, which PROTOCOL.md §3 wants "at once".
+    queue: VecDeque<Pending>,
+    /// The event its owner is working on; put back at the front if the router
+    /// restarts before the owner answered (owners are idempotent).
+    in_flight: Option<Pending>,
 }
 
 impl RouterActor {
@@ -27,6 +43,8 @@ impl RouterActor {
             board,
             store,
             peers,
+            queue: VecDeque::new(),
+            in_flight: None,
         }
     }
 
@@ -38,7 +56,7 @@ impl RouterActor {
         tracing::warn!(error = %err, frame = %excerpt(bytes), "bad frame from the backend ignored");
     }
 
-    fn route(&mut self, ev: Incoming, ctx: &mut Context<Self>) {
+    fn route(&mut self, ev: Incoming, ticket: Option<Ticket>, ctx: &mut Context<Self>) {
         self.board.counters.count_in(&ev.event_type);
         self.board.record_in(&ev);
         if let Some(ws) = ev.workspace_id.as_deref().filter(|w| !w.is_empty()) {
@@ -47,7 +65,23 @@ impl RouterActor {
         match ev.kind {
             EventKind::Ping => self.answer_ping(&ev),
             EventKind::Unknown => self.unknown(&ev, ctx),
-            _ => self.hand_over(ev, ctx),
+            _ => {
+                self.queue.push_back(Pending {
+                    ev,
+                    _ticket: ticket,
+                });
+                self.next(ctx);
+            }
+        }
+    }
+
+    /// Hands the next queued event over unless one is with its owner already.
+    fn next(&mut self, ctx: &mut Context<Self>) {
+        while self.in_flight.is_none() {
+            let Some(p) = self.queue.pop_front() else {
+                return;
+            };
+            self.hand_over(p, ctx);
         }
     }
 
@@ -92,8 +126,11 @@ impl RouterActor {
 
     /// Hands an event to its owner unless it was seen before; marks it seen once
     /// the owner has accepted it, so a crash in between means it is acted on again
-    /// rather than lost (owners are idempotent).
-    fn hand_over(&mut self, ev: Incoming, ctx: &mut Context<Self>) {
+    /// rather than lost (owners are idempotent). The seen check runs when the
+    /// event's turn comes, so a duplicate queued right behind its original finds
+    /// it marked.
+    fn hand_over(&mut self, p: Pending, ctx: &mut Context<Self>) {
+        let ev = &p.ev;
         let now = crate::clock::now_ms();
         match self.store.is_seen(&ev.correlation_id, now) {
             Ok(true) => {
@@ -114,35 +151,41 @@ impl RouterActor {
         let Some(peers) = self.peers.get() else {
             return;
         };
-        let correlation_id = ev.correlation_id.clone();
-        let event_type = ev.event_type.clone();
+        let owned = ev.clone();
         let accepted: ResponseFuture<Result<(), HandlerFailed>> = match ev.kind {
             EventKind::NodesChanged | EventKind::ConfigChanged | EventKind::StatusChanged => {
-                let req = peers.config.send(ConfigEventReceived(ev));
+                let req = peers.config.send(ConfigEventReceived(owned));
                 Box::pin(async move { req.await.unwrap_or(Err(HandlerFailed::Panicked)) })
             }
             EventKind::SessionDeleted | EventKind::ScanDeleted => {
-                let req = peers.deletion.send(DeletionReceived(ev));
+                let req = peers.deletion.send(DeletionReceived(owned));
                 Box::pin(async move { req.await.unwrap_or(Err(HandlerFailed::Panicked)) })
             }
             EventKind::SubjectDispatch | EventKind::SessionDispatch | EventKind::ScanDispatch => {
-                let req = peers.dispatcher.send(DispatchReceived(ev));
+                let req = peers.dispatcher.send(DispatchReceived(owned));
                 Box::pin(async move { req.await.unwrap_or(Err(HandlerFailed::Panicked)) })
             }
             EventKind::Ping | EventKind::Unknown => return,
         };
-        // `wait` keeps events in order and makes a duplicate that arrives right
-        // behind its original find it marked.
-        ctx.wait(accepted.into_actor(self).map(move |res, act, _| match res {
-            Ok(()) => {
-                if let Err(e) = act.store.mark_seen(&correlation_id, crate::clock::now_ms()) {
-                    tracing::error!(error = %e, "cannot record a handled event as seen");
-                    act.health.record_error(format!("store: {e}"));
+        self.in_flight = Some(p);
+        ctx.spawn(accepted.into_actor(self).map(|res, act, ctx| {
+            let Some(done) = act.in_flight.take() else {
+                return;
+            };
+            let ev = &done.ev;
+            match res {
+                Ok(()) => {
+                    if let Err(e) = act.store.mark_seen(&ev.correlation_id, crate::clock::now_ms())
+                    {
+                        tracing::error!(error = %e, "cannot record a handled event as seen");
+                        act.health.record_error(format!("store: {e}"));
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(event_type = %ev.event_type, correlation_id = %ev.correlation_id, error = %e, "event handler failed; not marked seen");
                 }
             }
-            Err(e) => {
-                tracing::error!(event_type = %event_type, correlation_id = %correlation_id, error = %e, "event handler failed; not marked seen");
-            }
+            act.next(ctx);
         }));
     }
 
@@ -166,6 +209,8 @@ impl Actor for RouterActor {
         ctx.set_mailbox_capacity(4096);
         self.purge_seen();
         ctx.run_interval(PURGE_EVERY, |act, _| act.purge_seen());
+        // After a restart, whatever was queued goes on.
+        self.next(ctx);
     }
     fn stopped(&mut self, _: &mut Context<Self>) {
         self.health.set_state(ActorState::Stopped);
@@ -175,6 +220,10 @@ impl Actor for RouterActor {
 impl Supervised for RouterActor {
     fn restarting(&mut self, _: &mut Context<Self>) {
         self.health.restarted();
+        // The owner's answer went with the stopped context; its turn comes again.
+        if let Some(p) = self.in_flight.take() {
+            self.queue.push_front(p);
+        }
     }
 }
 
@@ -184,18 +233,37 @@ impl Monitored for RouterActor {
     }
 }
 
-impl Handler<FrameReceived> for RouterActor {
-    type Result = ();
-    fn handle(&mut self, frame: FrameReceived, ctx: &mut Context<Self>) {
+impl RouterActor {
+    fn frame(&mut self, frame: FrameReceived, ticket: Option<Ticket>, ctx: &mut Context<Self>) {
         if frame.binary {
             self.bad_frame(&EnvelopeError::Binary, &frame.bytes);
             return;
         }
         match parse_incoming(&frame.bytes) {
-            Ok(ev) => self.route(ev, ctx),
+            Ok(ev) => self.route(ev, ticket, ctx),
             Err(e) => self.bad_frame(&e, &frame.bytes),
         }
     }
 }
 
-crate::delivered_handlers!(RouterActor: FrameReceived);
+impl Handler<FrameReceived> for RouterActor {
+    type Result = ();
+    fn handle(&mut self, frame: FrameReceived, ctx: &mut Context<Self>) {
+        self.frame(frame, None, ctx);
+    }
+}
+
+/// Written out rather than by `delivered_handlers!`: a queued event keeps its
+/// mailbox ticket, so the router's mailbox depth counts what waits for an owner.
+impl Handler<Delivered<FrameReceived>> for RouterActor {
+    type Result = ();
+    fn handle(&mut self, delivered: Delivered<FrameReceived>, ctx: &mut Context<Self>) {
+        let (frame, ticket) = delivered.into_parts();
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.frame(frame, Some(ticket), ctx)
+        }));
+        if let Err(payload) = outcome {
+            crate::health::handle_panic(self, ctx, payload.as_ref());
+        }
+    }
+}
