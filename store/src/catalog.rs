@@ -193,6 +193,16 @@ pub trait Catalog {
     /// [`instance_rel_path`] of them. Flushes before returning.
     fn put_instance(&self, rec: &InstanceRecord) -> Result<Option<InstanceRecord>, StoreError>;
 
+    /// [`Catalog::put_instance`] for many records, each its own transaction, with one
+    /// flush at the end (a dispatch indexes a whole archive at once). One result per
+    /// record, in order; `Err` only when the final flush failed, and then nothing of
+    /// the batch may be taken as durable.
+    #[allow(clippy::type_complexity)]
+    fn put_instances(
+        &self,
+        recs: &[InstanceRecord],
+    ) -> Result<Vec<Result<Option<InstanceRecord>, StoreError>>, StoreError>;
+
     fn get_instance(&self, sop_instance_uid: &str) -> Result<Option<InstanceRecord>, StoreError>;
 
     /// Removes one instance and its indexes (empty series/study/patient entries too; the
@@ -560,6 +570,15 @@ impl Catalog for Store {
         Ok(old)
     }
 
+    fn put_instances(
+        &self,
+        recs: &[InstanceRecord],
+    ) -> Result<Vec<Result<Option<InstanceRecord>, StoreError>>, StoreError> {
+        let results = recs.iter().map(|rec| self.catalog.put(rec)).collect();
+        self.db.flush()?;
+        Ok(results)
+    }
+
     fn get_instance(&self, sop_instance_uid: &str) -> Result<Option<InstanceRecord>, StoreError> {
         self.catalog.get(sop_instance_uid)
     }
@@ -675,10 +694,15 @@ impl Catalog for Store {
     }
 
     fn link_subject(&self, patient_id: &str, subject_id: &str) -> Result<(), StoreError> {
-        self.catalog
+        let old = self
+            .catalog
             .subjects
             .insert(patient_id.as_bytes(), subject_id.as_bytes())?;
-        self.db.flush()?;
+        // Every change is flushed here, so an unchanged link is durable already
+        // (a dispatch links the same patient once per instance).
+        if old.as_deref() != Some(subject_id.as_bytes()) {
+            self.db.flush()?;
+        }
         Ok(())
     }
 

@@ -11,11 +11,19 @@
 //! async_zip does not sanitise names (CRATES.md); this module does all of it, and
 //! uses async_zip's seekable `read1` reader with its untrusted options for the rest
 //! (CRC and size checks, central directory bounds).
+//!
+//! The whole extraction runs on one blocking thread over plain `std` files (wrapped
+//! for async_zip's traits, so its futures never wait): through tokio's file API every
+//! 64 KiB read and write was a hop to the blocking pool, and extraction cost more
+//! than the download. Dropping the future cancels it: the thread stops at its next
+//! chunk and removes what it wrote before the drop returns.
 
 use std::collections::HashSet;
 use std::fmt;
-use std::io;
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
 
 use async_zip::base::read1::seek::ZipArchiveReader;
 use async_zip::base::read1::ZipOptions;
@@ -23,8 +31,7 @@ use async_zip::error::ZipError;
 use async_zip::spec::constructs::CDR;
 use async_zip::spec::extra::{EFD, EFHID};
 use async_zip::spec::headers1::Compression;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
-use tokio_util::compat::{Compat, FuturesAsyncReadCompatExt, TokioAsyncReadCompatExt};
+use futures_util::io::{AllowStdIo, AsyncRead, AsyncReadExt};
 
 /// 50 GiB uncompressed in all (PROTOCOL.md §5): a few large studies, not a full disk.
 pub const DEFAULT_MAX_TOTAL_UNCOMPRESSED: u64 = 50 * 1024 * 1024 * 1024;
@@ -36,10 +43,10 @@ pub const DEFAULT_MAX_RATIO: u64 = 200;
 /// (padding, empty reports) legitimately compress far better.
 pub const DEFAULT_RATIO_APPLIES_ABOVE: u64 = 1024 * 1024;
 
-/// Bytes copied per read from an entry.
-const COPY_BUFFER: usize = 64 * 1024;
+/// Bytes copied per read from an entry (also how often cancellation is checked).
+const COPY_BUFFER: usize = 256 * 1024;
 /// Buffering of the archive file (the reader needs `AsyncBufRead`).
-const READ_BUFFER: usize = 64 * 1024;
+const READ_BUFFER: usize = 256 * 1024;
 /// Buffering of each extracted file.
 const WRITE_BUFFER: usize = 256 * 1024;
 /// Central directory bytes allowed per permitted entry: a record is 46 bytes plus
@@ -186,6 +193,8 @@ pub enum ExtractError {
     Malformed(#[source] ZipError),
     #[error("extraction directory {} exists and is not an empty directory", .path.display())]
     DestNotEmpty { path: PathBuf },
+    #[error("extraction stopped: {0}")]
+    Stopped(String),
     #[error("{op} {}: {source}", .path.display())]
     Io {
         op: &'static str,
@@ -218,24 +227,69 @@ struct PlannedFile {
 /// directory (so that removing its contents on failure removes only what this wrote).
 ///
 /// Nothing is written unless the whole central directory passes; on any later error
-/// everything written is removed (and `dest` itself when this call created it).
+/// everything written is removed (and `dest` itself when this call created it). Runs
+/// on a blocking thread; dropping the returned future stops it and waits for the
+/// clean-up.
 pub async fn extract_archive(
     zip_path: &Path,
     dest: &Path,
     limits: &ExtractLimits,
 ) -> Result<Extracted, ExtractError> {
-    let file = tokio::fs::File::open(zip_path)
-        .await
-        .map_err(io_err("open archive", zip_path))?;
-    let mut reader = open_reader(BufReader::with_capacity(READ_BUFFER, file), limits).await?;
+    let (zip, dst, lim) = (zip_path.to_path_buf(), dest.to_path_buf(), *limits);
+    let cancel = Arc::new(AtomicBool::new(false));
+    let (finished_tx, finished_rx) = mpsc::channel::<()>();
+    let flag = cancel.clone();
+    let runtime = tokio::runtime::Handle::current();
+    let task = tokio::task::spawn_blocking(move || {
+        let result = runtime.block_on(extract_on_this_thread(&zip, &dst, &lim, &flag));
+        drop(finished_tx);
+        result
+    });
+    let mut stop = StopOnDrop {
+        cancel,
+        finished: Some(finished_rx),
+    };
+    let result = task.await;
+    stop.finished = None;
+    result.unwrap_or_else(|e| Err(ExtractError::Stopped(e.to_string())))
+}
+
+/// Cancels the extraction thread when the future waiting for it is dropped, and
+/// waits until it has removed what it wrote (a dispatch cancelled mid-extraction
+/// leaves nothing, as the spool's owner expects when it moves on).
+struct StopOnDrop {
+    cancel: Arc<AtomicBool>,
+    /// `None` once the extraction returned.
+    finished: Option<mpsc::Receiver<()>>,
+}
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        if let Some(finished) = self.finished.take() {
+            self.cancel.store(true, Ordering::Relaxed);
+            // Disconnected when the thread is done; it checks the flag every chunk.
+            let _ = finished.recv();
+        }
+    }
+}
+
+async fn extract_on_this_thread(
+    zip_path: &Path,
+    dest: &Path,
+    limits: &ExtractLimits,
+    cancel: &AtomicBool,
+) -> Result<Extracted, ExtractError> {
+    let file = std::fs::File::open(zip_path).map_err(io_err("open archive", zip_path))?;
+    let buffered = std::io::BufReader::with_capacity(READ_BUFFER, file);
+    let mut reader = open_reader(AllowStdIo::new(buffered), limits).await?;
     let plan = check_central_directory(reader.cdrs(), limits)?;
 
     let mut written = Written {
         dest: dest.to_path_buf(),
-        created: prepare_dest(dest).await?,
+        created: prepare_dest(dest)?,
         kept: false,
     };
-    let result = extract_planned(&mut reader, &plan, dest, limits).await;
+    let result = extract_planned(&mut reader, &plan, dest, limits, cancel).await;
     match &result {
         Ok(done) => {
             written.kept = true;
@@ -248,21 +302,13 @@ pub async fn extract_archive(
         }
         Err(err) => {
             tracing::warn!(archive = %zip_path.display(), error = %err, "archive extraction failed; removing what was written");
-            // Off the runtime's threads: there may be many files.
-            let (dest, created) = (written.dest.clone(), written.created);
-            if tokio::task::spawn_blocking(move || remove_written(&dest, created))
-                .await
-                .is_ok()
-            {
-                written.kept = true;
-            }
         }
     }
     result
 }
 
-/// What an extraction wrote under `dest`: removed on drop unless kept, so that an
-/// extraction cancelled mid-way (its future dropped) leaves nothing either.
+/// What an extraction wrote under `dest`: removed on drop unless kept (an error,
+/// a cancellation or a panic on the extraction thread).
 struct Written {
     dest: PathBuf,
     created: bool,
@@ -272,7 +318,6 @@ struct Written {
 impl Drop for Written {
     fn drop(&mut self) {
         if !self.kept {
-            tracing::warn!(dest = %self.dest.display(), "archive extraction cancelled; removing what was written");
             remove_written(&self.dest, self.created);
         }
     }
@@ -296,14 +341,14 @@ fn zip_options(limits: &ExtractLimits) -> ZipOptions {
     }
 }
 
-/// The seekable reader over the spooled archive (async_zip wants futures' traits).
-type ArchiveReader = ZipArchiveReader<Compat<BufReader<tokio::fs::File>>>;
+/// The seekable reader over the spooled archive: a `std` file behind futures' traits.
+type ArchiveReader = ZipArchiveReader<AllowStdIo<std::io::BufReader<std::fs::File>>>;
 
 async fn open_reader(
-    reader: BufReader<tokio::fs::File>,
+    reader: AllowStdIo<std::io::BufReader<std::fs::File>>,
     limits: &ExtractLimits,
 ) -> Result<ArchiveReader, ExtractError> {
-    match ZipArchiveReader::open_with_options(reader.compat(), zip_options(limits)).await {
+    match ZipArchiveReader::open_with_options(reader, zip_options(limits)).await {
         Ok(reader) => Ok(reader),
         Err(ZipError::NumFilesAboveMax(max)) => Err(ExtractError::LimitExceeded {
             limit: Limit::Entries { max },
@@ -491,15 +536,14 @@ fn over_ratio(uncompressed: u64, compressed: u64, limits: &ExtractLimits) -> boo
 }
 
 /// Makes sure `dest` is an empty directory; returns whether it was created here.
-async fn prepare_dest(dest: &Path) -> Result<bool, ExtractError> {
-    match tokio::fs::symlink_metadata(dest).await {
+fn prepare_dest(dest: &Path) -> Result<bool, ExtractError> {
+    match std::fs::symlink_metadata(dest) {
         Ok(meta) if meta.is_dir() => {
-            let mut entries = tokio::fs::read_dir(dest)
-                .await
-                .map_err(io_err("read", dest))?;
-            match entries.next_entry().await.map_err(io_err("read", dest))? {
+            let mut entries = std::fs::read_dir(dest).map_err(io_err("read", dest))?;
+            match entries.next() {
                 None => Ok(false),
-                Some(_) => Err(ExtractError::DestNotEmpty {
+                Some(Err(e)) => Err(io_err("read", dest)(e)),
+                Some(Ok(_)) => Err(ExtractError::DestNotEmpty {
                     path: dest.to_path_buf(),
                 }),
             }
@@ -508,9 +552,7 @@ async fn prepare_dest(dest: &Path) -> Result<bool, ExtractError> {
             path: dest.to_path_buf(),
         }),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            tokio::fs::create_dir_all(dest)
-                .await
-                .map_err(io_err("create", dest))?;
+            std::fs::create_dir_all(dest).map_err(io_err("create", dest))?;
             Ok(true)
         }
         Err(e) => Err(io_err("inspect", dest)(e)),
@@ -523,10 +565,9 @@ async fn extract_planned(
     plan: &[PlannedFile],
     dest: &Path,
     limits: &ExtractLimits,
+    cancel: &AtomicBool,
 ) -> Result<Extracted, ExtractError> {
-    let root = tokio::fs::canonicalize(dest)
-        .await
-        .map_err(io_err("resolve", dest))?;
+    let root = std::fs::canonicalize(dest).map_err(io_err("resolve", dest))?;
     let mut buf = vec![0_u8; COPY_BUFFER];
     let mut done = Extracted {
         files: Vec::with_capacity(plan.len()),
@@ -535,8 +576,7 @@ async fn extract_planned(
     for p in plan {
         let file = create_file(&root, p)?;
         let target = root.join(&p.rel_path);
-        let file = tokio::fs::File::from_std(file);
-        let mut out = BufWriter::with_capacity(WRITE_BUFFER, file);
+        let mut out = std::io::BufWriter::with_capacity(WRITE_BUFFER, file);
 
         let entry = reader
             .file(p.index)
@@ -545,17 +585,16 @@ async fn extract_planned(
                 name: p.name.clone(),
                 reason: e.to_string(),
             })?;
-        let size = copy_entry(
-            entry.compat(),
-            &mut out,
-            &target,
-            &mut buf,
+        let copy = Copy {
+            target: &target,
             p,
-            &mut done.total_bytes,
             limits,
-        )
-        .await?;
-        out.flush().await.map_err(io_err("write", &target))?;
+            cancel,
+        };
+        let size = copy
+            .run(entry, &mut out, &mut buf, &mut done.total_bytes)
+            .await?;
+        out.flush().map_err(io_err("write", &target))?;
 
         done.files.push(ExtractedFile {
             rel_path: p.rel_path.clone(),
@@ -568,9 +607,6 @@ async fn extract_planned(
 
 /// Creates the file of `p` under `root`, with its parent directories.
 ///
-/// Synchronous on purpose: these are quick metadata calls, and one left running on
-/// tokio's blocking pool when an extraction is cancelled would create its path after
-/// [`Written`] removed everything. (A write still in flight only reaches an unlinked file.)
 fn create_file(root: &Path, p: &PlannedFile) -> Result<std::fs::File, ExtractError> {
     // `rel_path` holds only normal components, so the join stays under `root`
     // lexically; resolving the parent also rules out a symlink planted on the way.
@@ -591,54 +627,61 @@ fn create_file(root: &Path, p: &PlannedFile) -> Result<std::fs::File, ExtractErr
         .map_err(io_err("create", &target))
 }
 
-/// Copies one entry, enforcing its declared size, the total and the ratio on the
-/// bytes actually inflated. async_zip checks CRC and size when the entry ends.
-async fn copy_entry<E, W>(
-    mut entry: E,
-    out: &mut W,
-    target: &Path,
-    buf: &mut [u8],
-    p: &PlannedFile,
-    total: &mut u64,
-    limits: &ExtractLimits,
-) -> Result<u64, ExtractError>
-where
-    E: AsyncRead + Unpin,
-    W: tokio::io::AsyncWrite + Unpin,
-{
-    let limit = |limit| ExtractError::LimitExceeded {
-        limit,
-        entry: Some(p.name.clone()),
-    };
-    let mut written: u64 = 0;
-    loop {
-        let n = entry
-            .read(buf)
-            .await
-            .map_err(|e| read_error(&p.name, e, limits))?;
-        if n == 0 {
-            return Ok(written);
+/// One entry's copy: where it goes, and what stops it.
+struct Copy<'a> {
+    target: &'a Path,
+    p: &'a PlannedFile,
+    limits: &'a ExtractLimits,
+    cancel: &'a AtomicBool,
+}
+
+impl Copy<'_> {
+    /// Copies the entry, enforcing its declared size, the total and the ratio on the
+    /// bytes actually inflated. async_zip checks CRC and size when the entry ends.
+    async fn run<E: AsyncRead + Unpin>(
+        &self,
+        mut entry: E,
+        out: &mut impl Write,
+        buf: &mut [u8],
+        total: &mut u64,
+    ) -> Result<u64, ExtractError> {
+        let (p, limits) = (self.p, self.limits);
+        let limit = |limit| ExtractError::LimitExceeded {
+            limit,
+            entry: Some(p.name.clone()),
+        };
+        let mut written: u64 = 0;
+        loop {
+            if self.cancel.load(Ordering::Relaxed) {
+                return Err(ExtractError::Stopped("cancelled".into()));
+            }
+            let n = entry
+                .read(buf)
+                .await
+                .map_err(|e| read_error(&p.name, e, limits))?;
+            if n == 0 {
+                return Ok(written);
+            }
+            written += n as u64;
+            *total += n as u64;
+            if written > p.declared_size {
+                return Err(limit(Limit::DeclaredSize {
+                    declared: p.declared_size,
+                }));
+            }
+            if *total > limits.max_total_uncompressed {
+                return Err(limit(Limit::TotalUncompressed {
+                    max: limits.max_total_uncompressed,
+                }));
+            }
+            if over_ratio(written, p.compressed_size, limits) {
+                return Err(limit(Limit::Ratio {
+                    max: limits.max_ratio,
+                }));
+            }
+            out.write_all(&buf[..n])
+                .map_err(io_err("write", self.target))?;
         }
-        written += n as u64;
-        *total += n as u64;
-        if written > p.declared_size {
-            return Err(limit(Limit::DeclaredSize {
-                declared: p.declared_size,
-            }));
-        }
-        if *total > limits.max_total_uncompressed {
-            return Err(limit(Limit::TotalUncompressed {
-                max: limits.max_total_uncompressed,
-            }));
-        }
-        if over_ratio(written, p.compressed_size, limits) {
-            return Err(limit(Limit::Ratio {
-                max: limits.max_ratio,
-            }));
-        }
-        out.write_all(&buf[..n])
-            .await
-            .map_err(io_err("write", target))?;
     }
 }
 

@@ -176,6 +176,7 @@ async fn extract_stage(env: &JobEnv, sh: &JobShared) {
     let dest = spool.join(EXTRACTED);
     // A previous try may have stopped half-way.
     let _ = tokio::fs::remove_dir_all(&dest).await;
+    let started = Instant::now();
     let extracted = match extract_archive(&archive, &dest, &env.limits).await {
         Ok(x) => x,
         Err(e) => {
@@ -185,6 +186,8 @@ async fn extract_stage(env: &JobEnv, sh: &JobShared) {
             return;
         }
     };
+    let extract_s = started.elapsed().as_secs_f64();
+    let started = Instant::now();
     let store = env.store.clone();
     let data_dir = env.data_dir.clone();
     let subject = sh.rec.borrow().subject_id.clone();
@@ -193,7 +196,7 @@ async fn extract_stage(env: &JobEnv, sh: &JobShared) {
         index_into_cache(&store, &data_dir, &d, subject.as_deref())
     })
     .await;
-    let (sops, studies) = match indexed {
+    let (sops, studies) = match indexed.map_err(|e| e.to_string()).and_then(|r| r) {
         Ok(x) => x,
         Err(e) => {
             sh.update_open(
@@ -204,7 +207,7 @@ async fn extract_stage(env: &JobEnv, sh: &JobShared) {
             return;
         }
     };
-    tracing::info!(dispatch = %id, files = extracted.files.len(), instances = sops.len(), "archive extracted and indexed");
+    tracing::info!(dispatch = %id, files = extracted.files.len(), instances = sops.len(), extract_s, index_s = started.elapsed().as_secs_f64(), "archive extracted and indexed");
     if sops.is_empty() {
         let _ = tokio::fs::remove_dir_all(&spool).await;
         sh.update_open(
@@ -220,23 +223,28 @@ async fn extract_stage(env: &JobEnv, sh: &JobShared) {
     }
     sh.rec.borrow_mut().study_uids = studies.into_iter().collect();
     set_stage(env, sh, Stage::Sending);
-    let _ = tokio::fs::remove_dir_all(&spool).await;
+    // The archive is no longer needed (replays send from the cache); removing a
+    // large file takes a while, and sending need not wait for it.
+    actix_rt::spawn(async move {
+        let _ = tokio::fs::remove_dir_all(&spool).await;
+    });
 }
 
-/// Moves every DICOM file under `dir` into the cache and indexes it (blocking).
-/// Returns the SOP Instance UIDs and the studies they belong to.
+/// Moves every DICOM file under `dir` into the cache and indexes it (blocking),
+/// with one store flush for the whole archive. Returns the SOP Instance UIDs and
+/// the studies they belong to; `Err` when the index could not be made durable.
 fn index_into_cache(
     store: &laminate_store::Store,
     data_dir: &Path,
     dir: &Path,
     subject_id: Option<&str>,
-) -> (Vec<String>, BTreeSet<String>) {
+) -> Result<(Vec<String>, BTreeSet<String>), String> {
     let (found, broken) = index_dir(dir);
     for (path, e) in &broken {
         tracing::warn!(file = %path.display(), error = %e, "unreadable DICOM file in the archive skipped");
     }
-    let mut sops = Vec::new();
-    let mut studies = BTreeSet::new();
+    let mut records = Vec::with_capacity(found.len());
+    let mut links = BTreeSet::new();
     for (path, h) in found {
         let rel = match instance_rel_path(
             &h.study_instance_uid,
@@ -260,34 +268,46 @@ fn index_into_cache(
             tracing::error!(error = %e, file = %path.display(), "cannot move an instance into the cache");
             continue;
         }
-        let rec = InstanceRecord {
-            sop_instance_uid: h.sop_instance_uid.clone(),
+        if let (Some(patient), Some(subject)) = (h.patient_id.as_deref(), subject_id) {
+            links.insert((patient.to_owned(), subject.to_owned()));
+        }
+        records.push(InstanceRecord {
+            sop_instance_uid: h.sop_instance_uid,
             sop_class_uid: h.sop_class_uid,
             transfer_syntax: h.transfer_syntax,
-            study_instance_uid: h.study_instance_uid.clone(),
+            study_instance_uid: h.study_instance_uid,
             series_instance_uid: h.series_instance_uid,
             series_number: h.series_number,
-            patient_id: h.patient_id.clone(),
+            patient_id: h.patient_id,
             path: rel,
             size: h.file_size,
             source: InstanceSource::Dispatch,
             stored_at_ms: crate::clock::now_ms(),
-        };
-        if let Err(e) = store.put_instance(&rec) {
-            tracing::error!(error = %e, sop = %h.sop_instance_uid, "cannot index an instance");
+        });
+    }
+    // A crash before this flush leaves files in the cache without entries: the
+    // start-up repair indexes them, and the journal still says `extracting`.
+    let results = store
+        .put_instances(&records)
+        .map_err(|e| format!("cannot index the instances: {e}"))?;
+    let mut sops = Vec::with_capacity(records.len());
+    let mut studies = BTreeSet::new();
+    for (rec, result) in records.into_iter().zip(results) {
+        if let Err(e) = result {
+            tracing::error!(error = %e, sop = %rec.sop_instance_uid, "cannot index an instance");
             continue;
         }
-        if let (Some(patient), Some(subject)) = (h.patient_id.as_deref(), subject_id) {
-            if let Err(e) = store.link_subject(patient, subject) {
-                tracing::warn!(error = %e, "cannot record the patient ↔ subject link");
-            }
+        studies.insert(rec.study_instance_uid);
+        sops.push(rec.sop_instance_uid);
+    }
+    for (patient, subject) in &links {
+        if let Err(e) = store.link_subject(patient, subject) {
+            tracing::warn!(error = %e, "cannot record the patient ↔ subject link");
         }
-        studies.insert(h.study_instance_uid);
-        sops.push(h.sop_instance_uid);
     }
     sops.sort();
     sops.dedup();
-    (sops, studies)
+    Ok((sops, studies))
 }
 
 async fn send_stage(env: &Rc<JobEnv>, sh: &Rc<JobShared>) {

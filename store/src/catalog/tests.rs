@@ -160,6 +160,38 @@ fn put_refuses_bad_uids_and_paths() {
 }
 
 #[test]
+fn a_batch_put_answers_each_record_and_survives_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = rec(S1, "9.1", Some(1), "5.1", 10);
+    let mut bad = rec(S1, "9.1", None, "5.2", 1);
+    bad.series_instance_uid = "../../etc".into();
+    let c = rec(S2, "9.2", Some(2), "5.3", 30);
+    {
+        let s = Store::open(dir.path()).unwrap();
+        s.put_instance(&a).unwrap();
+        let results = s.put_instances(&[a.clone(), bad, c.clone()]).unwrap();
+        assert_eq!(results.len(), 3);
+        assert_eq!(results[0].as_ref().unwrap(), &Some(a.clone()));
+        assert!(matches!(results[1], Err(StoreError::InvalidUid { .. })));
+        assert_eq!(results[2].as_ref().unwrap(), &None);
+    }
+    let s = open_retrying(dir.path());
+    assert_eq!(sops(&s.all_instances().unwrap()), ["5.1", "5.3"]);
+    assert_eq!(s.figures().unwrap(), figures(0, 2, 2, 2, 40));
+}
+
+#[test]
+fn linking_a_patient_again_keeps_the_link_and_a_new_subject_replaces_it() {
+    on_each_store(|s| {
+        s.link_subject("P1", "subj_1").unwrap();
+        s.link_subject("P1", "subj_1").unwrap();
+        assert_eq!(s.subject_of("P1").unwrap().as_deref(), Some("subj_1"));
+        s.link_subject("P1", "subj_2").unwrap();
+        assert_eq!(s.subject_of("P1").unwrap().as_deref(), Some("subj_2"));
+    });
+}
+
+#[test]
 fn remove_instance_cascades_but_keeps_the_subject_link() {
     on_each_store(|s| {
         let a = with_patient(rec(S1, "9.1", Some(1), "5.1", 10), "P1");
