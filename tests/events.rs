@@ -312,7 +312,11 @@ fn nodes_config_and_status_events_change_the_files_and_invalid_ones_do_not() {
     assert!(status["updated_at"]
         .as_str()
         .is_some_and(|t| t.ends_with('Z')));
-    assert_eq!(app.status()["proxy"]["status"], "paused");
+    // The file is written first; the board follows.
+    eventually(T, || {
+        (app.status()["proxy"]["status"] == "paused").then_some(())
+    })
+    .expect("the status API follows status.json");
     let before_status = std::fs::read(app.data_path("status.json")).expect("status.json");
     assert!(sim.send_event(&event(
         "proxy.status_changed",
