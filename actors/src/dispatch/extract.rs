@@ -585,7 +585,7 @@ async fn extract_planned(
                 name: p.name.clone(),
                 reason: e.to_string(),
             })?;
-        let copy = Copy {
+        let copy = EntryCopy {
             target: &target,
             p,
             limits,
@@ -628,14 +628,14 @@ fn create_file(root: &Path, p: &PlannedFile) -> Result<std::fs::File, ExtractErr
 }
 
 /// One entry's copy: where it goes, and what stops it.
-struct Copy<'a> {
+struct EntryCopy<'a> {
     target: &'a Path,
     p: &'a PlannedFile,
     limits: &'a ExtractLimits,
     cancel: &'a AtomicBool,
 }
 
-impl Copy<'_> {
+impl EntryCopy<'_> {
     /// Copies the entry, enforcing its declared size, the total and the ratio on the
     /// bytes actually inflated. async_zip checks CRC and size when the entry ends.
     async fn run<E: AsyncRead + Unpin>(

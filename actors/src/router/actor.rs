@@ -19,7 +19,7 @@ use crate::peers::PeersCell;
 /// counted in the router's mailbox depth until it is handed over.
 struct Pending {
     ev: Incoming,
-    _ticket: Option<Ticket>,
+    _ticket: Ticket,
 }
 
 pub struct RouterActor {
@@ -56,7 +56,7 @@ impl RouterActor {
         tracing::warn!(error = %err, frame = %excerpt(bytes), "bad frame from the backend ignored");
     }
 
-    fn route(&mut self, ev: Incoming, ticket: Option<Ticket>, ctx: &mut Context<Self>) {
+    fn route(&mut self, ev: Incoming, ticket: Ticket, ctx: &mut Context<Self>) {
         self.board.counters.count_in(&ev.event_type);
         self.board.record_in(&ev);
         if let Some(ws) = ev.workspace_id.as_deref().filter(|w| !w.is_empty()) {
@@ -234,7 +234,7 @@ impl Monitored for RouterActor {
 }
 
 impl RouterActor {
-    fn frame(&mut self, frame: FrameReceived, ticket: Option<Ticket>, ctx: &mut Context<Self>) {
+    fn frame(&mut self, frame: FrameReceived, ticket: Ticket, ctx: &mut Context<Self>) {
         if frame.binary {
             self.bad_frame(&EnvelopeError::Binary, &frame.bytes);
             return;
@@ -246,21 +246,14 @@ impl RouterActor {
     }
 }
 
-impl Handler<FrameReceived> for RouterActor {
-    type Result = ();
-    fn handle(&mut self, frame: FrameReceived, ctx: &mut Context<Self>) {
-        self.frame(frame, None, ctx);
-    }
-}
-
-/// Written out rather than by `delivered_handlers!`: a queued event keeps its
-/// mailbox ticket, so the router's mailbox depth counts what waits for an owner.
+/// The panic guard of `delivered_handlers!`, written out because a queued event
+/// keeps its mailbox ticket: the router's mailbox depth counts what waits for an owner.
 impl Handler<Delivered<FrameReceived>> for RouterActor {
     type Result = ();
     fn handle(&mut self, delivered: Delivered<FrameReceived>, ctx: &mut Context<Self>) {
         let (frame, ticket) = delivered.into_parts();
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            self.frame(frame, Some(ticket), ctx)
+            self.frame(frame, ticket, ctx)
         }));
         if let Err(payload) = outcome {
             crate::health::handle_panic(self, ctx, payload.as_ref());
