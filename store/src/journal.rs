@@ -215,8 +215,18 @@ pub trait Journal {
     /// Replaces the dispatch's instance set; flushes.
     fn journal_set_instances(&self, id: &str, sops: &[String]) -> Result<(), StoreError>;
     fn journal_instances(&self, id: &str) -> Result<Vec<String>, StoreError>;
-    /// Records one node's answer for one instance; flushes (before the next instance goes out).
+    /// Records one node's answer for one instance; flushes.
     fn journal_ack(&self, id: &str, node_id: &str, sop: &str, ack: &Ack) -> Result<(), StoreError>;
+    /// Records one node's answer without flushing: it is durable after the
+    /// next [`Store::flush`](crate::Store::flush), so several associations'
+    /// answers can share one flush (group commit).
+    fn journal_ack_deferred(
+        &self,
+        id: &str,
+        node_id: &str,
+        sop: &str,
+        ack: &Ack,
+    ) -> Result<(), StoreError>;
     /// The answers of one node, by SOP Instance UID.
     fn journal_acks(&self, id: &str, node_id: &str) -> Result<BTreeMap<String, Ack>, StoreError>;
     /// Forgets one node's answers (a replay sends everything again); flushes.
@@ -358,10 +368,21 @@ impl Journal for Store {
     }
 
     fn journal_ack(&self, id: &str, node_id: &str, sop: &str, ack: &Ack) -> Result<(), StoreError> {
+        self.journal_ack_deferred(id, node_id, sop, ack)?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    fn journal_ack_deferred(
+        &self,
+        id: &str,
+        node_id: &str,
+        sop: &str,
+        ack: &Ack,
+    ) -> Result<(), StoreError> {
         self.journal
             .acks
             .insert(key(&[id, node_id, sop]), encode(ACKS, id, ack)?)?;
-        self.db.flush()?;
         Ok(())
     }
 
@@ -455,6 +476,33 @@ mod tests {
         s.journal_clear_acks("d1", "n1").expect("clear");
         assert!(s.journal_acks("d1", "n1").expect("acks").is_empty());
         assert_eq!(s.journal_acks("d1", "n2").expect("acks").len(), 1);
+    }
+
+    #[test]
+    fn deferred_acks_are_read_at_once_and_kept_after_a_flush() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ok = Ack {
+            stored: true,
+            status: Some(0),
+            error: None,
+        };
+        {
+            let s = Store::open(dir.path()).expect("open");
+            s.journal_ack_deferred("d1", "n1", "1.2.3", &ok)
+                .expect("ack");
+            s.journal_ack_deferred("d1", "n1", "1.2.4", &ok)
+                .expect("ack");
+            assert_eq!(s.journal_acks("d1", "n1").expect("acks").len(), 2);
+            s.flush().expect("flush");
+        }
+        let s = Store::open(dir.path()).expect("reopen");
+        assert_eq!(
+            s.journal_acks("d1", "n1")
+                .expect("acks")
+                .into_keys()
+                .collect::<Vec<_>>(),
+            ["1.2.3", "1.2.4"]
+        );
     }
 
     #[test]

@@ -16,7 +16,7 @@ use super::contexts::{self, Choice, Proposal};
 use super::convert::convert;
 use super::status::{classify, describe, StatusClass};
 use super::wire::{quickack, SendFail, Wire};
-use super::{Item, ItemOutcome, SendEvent, SendOptions, Target};
+use super::{EventSink, Item, ItemOutcome, SendEvent, SendOptions, Target, Ticket};
 use crate::dimse::{self, C_STORE_RSP};
 
 /// Largest PDU we announce or send.
@@ -116,7 +116,27 @@ fn failed(error: String) -> ItemOutcome {
     }
 }
 
-fn send_one(assoc: &mut Assoc, wire: &mut Wire, message_id: u16, item: &Item) -> Step {
+/// What must be durable before the node may complete the next instance.
+struct Owed<'a> {
+    sink: &'a dyn EventSink,
+    ticket: Option<Ticket>,
+}
+
+impl Owed<'_> {
+    fn settle(&mut self) {
+        if let Some(t) = self.ticket.take() {
+            self.sink.wait_durable(t);
+        }
+    }
+}
+
+fn send_one(
+    assoc: &mut Assoc,
+    wire: &mut Wire,
+    message_id: u16,
+    item: &Item,
+    owed: &mut Owed<'_>,
+) -> Step {
     let converted;
     let pc_id = match contexts::choose(assoc.presentation_contexts(), item) {
         Choice::Exact { pc_id } => {
@@ -152,6 +172,7 @@ fn send_one(assoc: &mut Assoc, wire: &mut Wire, message_id: u16, item: &Item) ->
             &command,
             &mut &bytes[..],
             bytes.len() as u64,
+            &mut || owed.settle(),
         ),
         None => {
             let opened = File::open(&item.path).and_then(|mut f| {
@@ -166,9 +187,14 @@ fn send_one(assoc: &mut Assoc, wire: &mut Wire, message_id: u16, item: &Item) ->
                 Ok((f, size - item.dataset_offset))
             });
             match opened {
-                Ok((mut file, len)) => {
-                    wire.send_message(assoc.inner_stream(), pc_id, &command, &mut file, len)
-                }
+                Ok((mut file, len)) => wire.send_message(
+                    assoc.inner_stream(),
+                    pc_id,
+                    &command,
+                    &mut file,
+                    len,
+                    &mut || owed.settle(),
+                ),
                 Err(e) => {
                     return Step::Done(
                         failed(format!("cannot read {}: {e}", item.path.display())),
@@ -268,6 +294,10 @@ pub(crate) fn run(
     proposals: &[Proposal],
     opts: &SendOptions,
 ) {
+    let mut owed = Owed {
+        sink: shared.sink,
+        ticket: None,
+    };
     'associations: loop {
         if shared.halted() || shared.is_empty() {
             return;
@@ -295,23 +325,23 @@ pub(crate) fn run(
             let Some(item) = shared.take() else { break };
             message_id = message_id.wrapping_add(1).max(1);
             let guard = shared.in_flight(&item);
-            match send_one(&mut assoc, &mut wire, message_id, &item) {
+            match send_one(&mut assoc, &mut wire, message_id, &item, &mut owed) {
                 Step::Done(outcome, rtt) => {
                     log_outcome(target, &item, &outcome);
-                    (shared.on_event)(SendEvent::Acknowledged {
+                    owed.ticket = Some(shared.sink.record(SendEvent::Acknowledged {
                         sop_instance_uid: item.sop_instance_uid.clone(),
                         outcome,
                         rtt,
-                    });
+                    }));
                     guard.done();
                 }
                 Step::DoneCut(outcome) => {
                     log_outcome(target, &item, &outcome);
-                    (shared.on_event)(SendEvent::Acknowledged {
+                    owed.ticket = Some(shared.sink.record(SendEvent::Acknowledged {
                         sop_instance_uid: item.sop_instance_uid.clone(),
                         outcome,
                         rtt: Duration::ZERO,
-                    });
+                    }));
                     guard.done();
                     let _ = assoc.abort();
                     continue 'associations;
@@ -320,7 +350,7 @@ pub(crate) fn run(
                     tracing::info!(node = %target.node_id, sop_instance_uid = %item.sop_instance_uid, error = %error, "transient failure");
                     guard.done();
                     shared.give_back(item, error.clone());
-                    (shared.on_event)(SendEvent::Transient { error });
+                    shared.sink.record(SendEvent::Transient { error });
                     close(assoc, &wire, intact);
                     return;
                 }

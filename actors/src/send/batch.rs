@@ -8,7 +8,10 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use super::contexts::{plan, Group};
-use super::{association, BatchOutcome, Item, ItemOutcome, SendEvent, SendOptions, Target};
+use super::{
+    association, BatchOutcome, EventSink, Immediate, Item, ItemOutcome, SendEvent, SendOptions,
+    Target,
+};
 
 /// Sends every item once to `target`, over up to `max_associations`
 /// associations in parallel taking items from one shared work list, each
@@ -37,13 +40,26 @@ pub fn send_batch(
     cancel: &AtomicBool,
     on_event: &(dyn Fn(SendEvent) + Sync),
 ) -> BatchOutcome {
+    send_batch_to(target, items, opts, cancel, &Immediate(on_event))
+}
+
+/// [`send_batch`] with events going to `sink`, which may make acknowledgements
+/// durable in groups: each association holds back the last fragment of its
+/// next instance until its previous acknowledgement is durable.
+pub fn send_batch_to(
+    target: &Target,
+    items: Vec<Item>,
+    opts: &SendOptions,
+    cancel: &AtomicBool,
+    sink: &dyn EventSink,
+) -> BatchOutcome {
     let mut outcome = BatchOutcome::default();
     for group in plan(items) {
         if cancel.load(Ordering::SeqCst) || outcome.transient_error.is_some() {
             outcome.remaining.extend(group.items);
             continue;
         }
-        let done = send_group(target, group, opts, cancel, on_event);
+        let done = send_group(target, group, opts, cancel, sink);
         outcome.associations += done.associations;
         outcome.remaining.extend(done.remaining);
         if done.transient_error.is_some() {
@@ -58,7 +74,7 @@ fn send_group(
     group: Group,
     opts: &SendOptions,
     cancel: &AtomicBool,
-    on_event: &(dyn Fn(SendEvent) + Sync),
+    sink: &dyn EventSink,
 ) -> BatchOutcome {
     let threads = (target.max_associations.max(1) as usize).min(group.items.len());
     if threads == 0 {
@@ -68,7 +84,7 @@ fn send_group(
         queue: Mutex::new(group.items.into()),
         stop: AtomicBool::new(false),
         cancel,
-        on_event,
+        sink,
         state: Mutex::new(State::default()),
         associations: AtomicU32::new(0),
     };
@@ -102,7 +118,7 @@ fn send_group(
     left.extend(lock(&shared.queue).drain(..));
     if let Some(error) = state.permanent.take() {
         for item in left.drain(..) {
-            (shared.on_event)(SendEvent::Acknowledged {
+            shared.sink.record(SendEvent::Acknowledged {
                 sop_instance_uid: item.sop_instance_uid,
                 outcome: ItemOutcome::Failed {
                     status: None,
@@ -152,7 +168,7 @@ pub(crate) struct Shared<'a> {
     /// Set by a transient or permanent failure: take no more items.
     stop: AtomicBool,
     cancel: &'a AtomicBool,
-    pub(crate) on_event: &'a (dyn Fn(SendEvent) + Sync),
+    pub(crate) sink: &'a dyn EventSink,
     state: Mutex<State>,
     pub(crate) associations: AtomicU32,
 }

@@ -14,9 +14,12 @@
 //!   C-STORE-RSP in two small writes with Nagle on, and a delayed ACK from
 //!   us would stall every instance ~40 ms (see `shared/bench/README.md`).
 //!
-//! Each acknowledgement is handed to `on_event` before that thread takes its
-//! next instance, so the caller journals it first: after a `kill -9` at most
-//! one instance per association is sent again.
+//! Each acknowledgement is handed to an [`EventSink`] that may make it durable
+//! later, in one store flush with the others' (group commit): the association
+//! sends its next instance meanwhile but holds back that instance's last
+//! fragment until the acknowledgement before it is durable. So the flush
+//! overlaps the transfer, and after a `kill -9` at most one instance per
+//! association can have reached the node twice.
 //!
 //! # Layout
 //! - `item.rs`: [`Item`], one instance to send, and reading it from a file.
@@ -41,7 +44,7 @@ mod tests;
 
 use std::time::Duration;
 
-pub use batch::send_batch;
+pub use batch::{send_batch, send_batch_to};
 pub use item::{Item, ItemError};
 pub use status::{classify, StatusClass};
 
@@ -115,6 +118,32 @@ pub enum SendEvent {
     /// An association failed, was aborted, timed out or the node is out of
     /// resources (0xA7xx): the unacknowledged instances go back to the caller.
     Transient { error: String },
+}
+
+/// Orders what [`EventSink::record`] recorded: a later ticket was recorded later.
+pub type Ticket = u64;
+
+/// Where a batch's events go, from the sender threads.
+pub trait EventSink: Sync {
+    /// Records one event (journal an acknowledgement here) and returns its
+    /// ticket. It need not be durable yet.
+    fn record(&self, ev: SendEvent) -> Ticket;
+    /// Blocks until the event with `ticket`, and every one recorded before
+    /// it, is durable. Called before an association lets the node complete
+    /// its next instance.
+    fn wait_durable(&self, ticket: Ticket);
+}
+
+/// A sink that handles each event completely in `record` (a plain callback).
+pub struct Immediate<'a>(pub &'a (dyn Fn(SendEvent) + Sync));
+
+impl EventSink for Immediate<'_> {
+    fn record(&self, ev: SendEvent) -> Ticket {
+        (self.0)(ev);
+        0
+    }
+
+    fn wait_durable(&self, _ticket: Ticket) {}
 }
 
 /// The end of a batch.

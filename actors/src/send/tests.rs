@@ -733,8 +733,23 @@ fn a_permanent_rejection_fails_every_item_with_the_reason() {
 
 /// A one-association SCP answering `statuses[i]` to the i-th C-STORE.
 fn status_scp(statuses: Vec<u16>) -> (u16, std::thread::JoinHandle<Vec<String>>) {
+    let (port, handle, _) = counting_status_scp(statuses);
+    (port, handle)
+}
+
+/// [`status_scp`], also counting the instances it received whole (their last
+/// fragment arrived).
+fn counting_status_scp(
+    statuses: Vec<u16>,
+) -> (
+    u16,
+    std::thread::JoinHandle<Vec<String>>,
+    std::sync::Arc<AtomicUsize>,
+) {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();
+    let complete = std::sync::Arc::new(AtomicUsize::new(0));
+    let counter = complete.clone();
     let handle = std::thread::spawn(move || {
         let (stream, _) = listener.accept().expect("accept");
         let mut assoc = ServerAssociationOptions::new()
@@ -775,6 +790,7 @@ fn status_scp(statuses: Vec<u16>) -> (u16, std::thread::JoinHandle<Vec<String>>)
                             let (pc, id, uid) = current.take().expect("command first");
                             let status = statuses[received.len()];
                             received.push(uid.clone());
+                            counter.fetch_add(1, Ordering::SeqCst);
                             let rsp = dimse::encode_command(vec![
                                 DataElement::new(
                                     tags::AFFECTED_SOP_CLASS_UID,
@@ -830,7 +846,7 @@ fn status_scp(statuses: Vec<u16>) -> (u16, std::thread::JoinHandle<Vec<String>>)
         }
         received
     });
-    (port, handle)
+    (port, handle, complete)
 }
 
 #[test]
@@ -897,5 +913,66 @@ fn statuses_decide_per_instance_and_out_of_resources_stops_the_batch() {
             .iter()
             .map(|f| f.uid.clone())
             .collect::<Vec<_>>()
+    );
+}
+
+/// A sink that makes each acknowledgement durable only when asked, slowly,
+/// and notes how many instances the node had received whole by then.
+struct SlowJournal {
+    complete: std::sync::Arc<AtomicUsize>,
+    recorded: AtomicUsize,
+    waits: Mutex<Vec<(Ticket, usize)>>,
+}
+
+impl EventSink for SlowJournal {
+    fn record(&self, _ev: SendEvent) -> Ticket {
+        (self.recorded.fetch_add(1, Ordering::SeqCst) + 1) as Ticket
+    }
+
+    fn wait_durable(&self, ticket: Ticket) {
+        // Long enough for a whole instance to arrive if it were not held back.
+        std::thread::sleep(Duration::from_millis(150));
+        let whole = self.complete.load(Ordering::SeqCst);
+        self.waits.lock().expect("lock").push((ticket, whole));
+    }
+}
+
+#[test]
+fn the_node_gets_the_next_instance_whole_only_after_the_previous_answer_is_durable() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Several fragments each, so most of the next instance goes out while
+    // the answer before it is made durable.
+    let fixtures: Vec<Fixture> = (0..4)
+        .map(|_| write_instance(dir.path(), CT, EXPLICIT_VR_LE, 200, None))
+        .collect();
+    let (port, scp, complete) = counting_status_scp(vec![0; 4]);
+    let target = Target {
+        node_id: "status".into(),
+        host: "127.0.0.1".into(),
+        port,
+        called_ae: "ANY-SCP".into(),
+        calling_ae: "LAMINATE".into(),
+        max_associations: 1,
+    };
+    let sink = SlowJournal {
+        complete,
+        recorded: AtomicUsize::new(0),
+        waits: Mutex::new(Vec::new()),
+    };
+    let outcome = send_batch_to(
+        &target,
+        items_of(&fixtures),
+        &options(),
+        &AtomicBool::new(false),
+        &sink,
+    );
+    assert_eq!(outcome.remaining, vec![]);
+    assert_eq!(scp.join().expect("scp").len(), 4);
+    assert_eq!(sink.recorded.load(Ordering::SeqCst), 4);
+    // Before instance k+1 could be completed, answer k was made durable,
+    // and the node then held exactly k whole instances (not k+1).
+    assert_eq!(
+        *sink.waits.lock().expect("lock"),
+        vec![(1, 1), (2, 2), (3, 3)]
     );
 }

@@ -115,7 +115,8 @@ impl Wire {
 
     /// Sends one message: the command set as one Command PDV (last), then
     /// `len` bytes of `src` as Data PDVs of at most the peer's size, the final
-    /// one marked last.
+    /// one marked last. `before_last` runs just before the write that carries
+    /// the last fragment (until then the node cannot complete the message).
     pub(crate) fn send_message(
         &mut self,
         stream: &mut TcpStream,
@@ -123,6 +124,7 @@ impl Wire {
         command: &[u8],
         src: &mut dyn Read,
         len: u64,
+        before_last: &mut dyn FnMut(),
     ) -> Result<(), SendFail> {
         if command.len() > self.max_fragment.min(COMMAND_ROOM - FRAME_HEADER) {
             return Err(SendFail::Source {
@@ -156,6 +158,7 @@ impl Wire {
                 break;
             }
         }
+        before_last();
         stream.write_all(&self.out[..pos]).map_err(SendFail::Net)
     }
 
@@ -262,8 +265,15 @@ mod tests {
         let mut stream = TcpStream::connect(addr).expect("connect");
         let data: Vec<u8> = (0..data_len).map(|i| (i % 251) as u8).collect();
         let mut wire = Wire::new(peer_max, 1 << 20);
-        wire.send_message(&mut stream, 3, b"CMD!", &mut &data[..], data.len() as u64)
-            .expect("send");
+        wire.send_message(
+            &mut stream,
+            3,
+            b"CMD!",
+            &mut &data[..],
+            data.len() as u64,
+            &mut || {},
+        )
+        .expect("send");
         drop(stream);
         (reader.join().expect("reader"), data)
     }
@@ -312,13 +322,13 @@ mod tests {
         });
         let mut stream = TcpStream::connect(addr).expect("connect");
         let mut wire = Wire::new(16384, 65536);
-        match wire.send_message(&mut stream, 1, b"C", &mut Failing, 100) {
+        match wire.send_message(&mut stream, 1, b"C", &mut Failing, 100, &mut || {}) {
             Err(SendFail::Source { cut: false, .. }) => {}
             other => panic!("{other:?}"),
         }
         // Past the first write: cut.
         let mut big = (&[0u8; 300_000][..]).chain(Failing);
-        match wire.send_message(&mut stream, 1, b"C", &mut big, 400_000) {
+        match wire.send_message(&mut stream, 1, b"C", &mut big, 400_000, &mut || {}) {
             Err(SendFail::Source { cut: true, .. }) => {}
             other => panic!("{other:?}"),
         }
