@@ -648,12 +648,13 @@ fn end_to_end(work: &Path, runs: usize, report: &mut Report) -> String {
         assert_eq!(last["status"], "completed", "{last}\n{}", app.logs());
         assert_eq!(last["files_sent"], count, "{last}");
         stages.push((took, stage_times(&sim, &corr)));
-        // The appliance's own stage timings (download, extract, index), for the record.
-        for line in app
-            .logs()
-            .lines()
-            .filter(|l| l.contains("archive downloaded") || l.contains("extracted and indexed"))
-        {
+        // The appliance's own stage timings (download, extract, index, send), for the record.
+        for line in app.logs().lines().filter(|l| {
+            l.contains("archive downloaded")
+                || l.contains("extracted and indexed")
+                || l.contains("prepare_s")
+                || l.contains("batch ended")
+        }) {
             println!("    appliance: {line}");
         }
         times.push(took);

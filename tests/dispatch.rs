@@ -425,6 +425,68 @@ fn queued_dispatches_start_by_priority_then_age_and_pause_holds_them() {
 }
 
 #[test]
+fn the_archive_is_extracted_while_it_downloads_and_after_it_without_range_support() {
+    let sim = sim();
+    let scp = StoreScp::start("PACS_A");
+    let (zip_a, sops_a) = study(2, 20, 64 * 1024);
+    let (zip_b, sops_b) = study(1, 5, 4096);
+    sim.put_download(EntityKind::Session, "sess_follow", zip_a);
+    sim.put_download(EntityKind::Session, "sess_whole", zip_b);
+    let mut app = Appliance::start_with_nodes(
+        &sim.backend_url(),
+        json!([node("node_1", "PACS_A", scp.port)]),
+        None,
+    );
+    app.wait_ready(T);
+    assert!(sim.wait_connected(T));
+    // The archive's end first (its central directory), then the body once.
+    assert!(sim.send_event(&dispatch_event(
+        "session",
+        "sess_follow",
+        "corr_follow",
+        &["node_1"],
+        "normal"
+    )));
+    let last = wait_final(&sim, "corr_follow", "node_1", T)
+        .unwrap_or_else(|| panic!("no final status:\n{}", app.logs()));
+    assert_eq!(last["status"], "completed", "{last}\n{}", app.logs());
+    assert_eq!(scp.sop_uids(), sops_a);
+    let tails = sim.tail_requests();
+    assert_eq!(tails.len(), 1, "{tails:?}");
+    assert!(tails[0].key_ok);
+    assert!(tails[0].at <= sim.download_requests()[0].at);
+    assert_eq!(sim.download_requests().len(), 1);
+    assert!(
+        app.logs().contains("(while downloading)"),
+        "extracted while downloading:\n{}",
+        app.logs()
+    );
+    // A server that ignores Range: the probe gets the whole body, which is
+    // not read; the archive is extracted once downloaded.
+    sim.ignore_ranges(true);
+    assert!(sim.send_event(&dispatch_event(
+        "session",
+        "sess_whole",
+        "corr_whole",
+        &["node_1"],
+        "normal"
+    )));
+    let last = wait_final(&sim, "corr_whole", "node_1", T)
+        .unwrap_or_else(|| panic!("no final status:\n{}", app.logs()));
+    assert_eq!(last["status"], "completed", "{last}\n{}", app.logs());
+    let all: BTreeSet<String> = sops_a.union(&sops_b).cloned().collect();
+    assert_eq!(scp.sop_uids(), all);
+    assert_eq!(sim.download_requests().len(), 2);
+    let extracted_whole = app
+        .logs()
+        .lines()
+        .filter(|l| l.contains("dispatch::extract") && l.contains("archive extracted"))
+        .filter(|l| !l.contains("while downloading"))
+        .count();
+    assert_eq!(extracted_whole, 1, "{}", app.logs());
+}
+
+#[test]
 fn kill_9_while_sending_resumes_after_restart_without_resending_acknowledged_instances() {
     let sim = sim();
     let scp = StoreScp::start("PACS_A");
@@ -627,9 +689,15 @@ fn replay_resends_from_the_cache_and_the_cli_lists_and_replays() {
         .expect("id")
         .to_owned();
     sim.clear_frames();
-    let (code, body) = app
-        .post(&format!("/api/dispatches/{id}/replay"), None)
-        .expect("answer");
+    // Right after its last status the job may still be winding down: 409 "still
+    // active" until the dispatcher has seen it finish.
+    let (code, body) = eventually(T, || {
+        let (code, body) = app
+            .post(&format!("/api/dispatches/{id}/replay"), None)
+            .expect("answer");
+        (code != 409).then_some((code, body))
+    })
+    .expect("the replay is taken");
     assert_eq!(code, 200, "{body}");
     let last = wait_final(&sim, "corr_rp", "node_1", T).expect("final after replay");
     assert_eq!(last["status"], "completed");
@@ -646,10 +714,14 @@ fn replay_resends_from_the_cache_and_the_cli_lists_and_replays() {
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains(&id) && out.contains("completed"), "{out}");
     sim.clear_frames();
-    let (code, out) = run_binary(
-        &["dispatches", "replay", &id, "--http-addr", &http_addr],
-        &[],
-    );
+    let (code, out) = eventually(T, || {
+        let (code, out) = run_binary(
+            &["dispatches", "replay", &id, "--http-addr", &http_addr],
+            &[],
+        );
+        (!out.contains("still active")).then_some((code, out))
+    })
+    .expect("the replay is taken");
     assert_eq!(code, Some(0), "{out}");
     assert_eq!(
         wait_final(&sim, "corr_rp", "node_1", T).expect("final")["status"],

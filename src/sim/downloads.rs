@@ -55,23 +55,27 @@ pub(crate) fn serve(
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
 
-    let (step, archive) = shared.update(|s| {
-        s.download_requests.push(DownloadRequest {
+    let (step, archive, ignore_ranges) = shared.update(|s| {
+        let request = DownloadRequest {
             kind,
             id: id.clone(),
             range: range.clone(),
             key_ok,
             at: Instant::now(),
-        });
+        };
+        let tail_probe = request.is_tail_probe();
+        s.download_requests.push(request);
         let key = (kind, id);
         // A request with a wrong key does not consume a scripted step: the script
-        // describes what the backend does to requests it would otherwise serve.
-        let step = if key_ok {
+        // describes what the backend does to the body requests it would otherwise
+        // serve (tail probes are not part of it, so scripts mean the same whether
+        // or not the client probes first).
+        let step = if key_ok && !tail_probe {
             s.scripts.get_mut(&key).and_then(|q| q.pop_front())
         } else {
             None
         };
-        (step, s.downloads.get(&key).cloned())
+        (step, s.downloads.get(&key).cloned(), s.ignore_ranges)
     });
 
     if !key_ok {
@@ -95,7 +99,11 @@ pub(crate) fn serve(
     };
 
     let total = archive.len();
-    let (mut response, data) = match range.as_deref().and_then(parse_range) {
+    let range = range
+        .as_deref()
+        .filter(|_| !ignore_ranges)
+        .and_then(|r| resolve_range(r, total));
+    let (mut response, data) = match range {
         None => (HttpResponse::Ok(), archive),
         Some((start, _)) if start >= total => {
             return HttpResponse::RangeNotSatisfiable()
@@ -114,8 +122,23 @@ pub(crate) fn serve(
     };
     response
         .content_type("application/zip")
-        .insert_header((header::ACCEPT_RANGES, "bytes"))
+        .insert_header((
+            header::ACCEPT_RANGES,
+            if ignore_ranges { "none" } else { "bytes" },
+        ))
         .streaming(body(data, cut))
+}
+
+/// A `Range` value against an archive of `total` bytes: `bytes=-N` (the last N,
+/// RFC 9110 §14.1.2) as an absolute range, the rest as [`parse_range`].
+pub(super) fn resolve_range(value: &str, total: usize) -> Option<(usize, Option<usize>)> {
+    match value.trim().strip_prefix("bytes=-") {
+        Some(n) => {
+            let n: usize = n.trim().parse().ok().filter(|n| *n > 0)?;
+            Some((total.saturating_sub(n), None))
+        }
+        None => parse_range(value),
+    }
 }
 
 /// `bytes=N-` or `bytes=N-M` → (N, M). Anything else (suffix or multiple ranges, bad

@@ -8,7 +8,8 @@
 //!   older one with 4000; WebSocket Pings are answered (unless switched off). Every text
 //!   frame the appliance sends is recorded, parsed as JSON.
 //! - `GET …/api/proxy/{subjects|sessions|scans}/{id}/download`: archives put by the test,
-//!   streamed in chunks, with `Range: bytes=N-` support and scripted failures.
+//!   streamed in chunks, with `Range: bytes=N-` and `bytes=-N` (suffix) support and
+//!   scripted failures.
 //!
 //! Every method of the handle is synchronous and may be called from any thread; the
 //! `wait_*` methods block the calling thread, so call them from a thread that does not
@@ -285,16 +286,39 @@ impl BackendSim {
             .update(|s| s.downloads.insert((kind, id.to_owned()), zip));
     }
 
-    /// Scripts the next answers for that entity, one step per request with the right key;
-    /// once used up, requests are served normally. Replaces any remaining script.
+    /// Scripts the next answers for that entity, one step per body request with the
+    /// right key (tail probes are always served normally); once used up, requests are
+    /// served normally. Replaces any remaining script.
     pub fn script_download(&self, kind: EntityKind, id: &str, script: Vec<DownloadStep>) {
         self.shared
             .update(|s| s.scripts.insert((kind, id.to_owned()), script.into()));
     }
 
-    /// Every download request so far, in order.
+    /// Every request for an archive's body so far, in order (tail probes,
+    /// `Range: bytes=-N`, are left out: see [`BackendSim::tail_requests`]).
     pub fn download_requests(&self) -> Vec<DownloadRequest> {
-        self.shared.lock().download_requests.clone()
+        let s = self.shared.lock();
+        s.download_requests
+            .iter()
+            .filter(|r| !r.is_tail_probe())
+            .cloned()
+            .collect()
+    }
+
+    /// Every tail probe (`Range: bytes=-N`) so far, in order.
+    pub fn tail_requests(&self) -> Vec<DownloadRequest> {
+        let s = self.shared.lock();
+        s.download_requests
+            .iter()
+            .filter(|r| r.is_tail_probe())
+            .cloned()
+            .collect()
+    }
+
+    /// Serves every download whole with `200`, ignoring `Range` (a server
+    /// without range support: no resume, no tail probe).
+    pub fn ignore_ranges(&self, ignore: bool) {
+        self.shared.update(|s| s.ignore_ranges = ignore);
     }
 
     // ----- internals -----

@@ -77,6 +77,16 @@ pub struct DownloadRequest {
     pub at: Instant,
 }
 
+impl DownloadRequest {
+    /// A request for the archive's last bytes (`Range: bytes=-N`), which the
+    /// appliance sends before the body to read the central directory early.
+    pub fn is_tail_probe(&self) -> bool {
+        self.range
+            .as_deref()
+            .is_some_and(|r| r.trim().starts_with("bytes=-"))
+    }
+}
+
 /// An order from the test thread to the task that owns a WebSocket connection.
 #[derive(Debug)]
 pub(crate) enum Cmd {
@@ -104,6 +114,8 @@ pub(crate) struct State {
     pub downloads: HashMap<(EntityKind, String), Bytes>,
     pub scripts: HashMap<(EntityKind, String), VecDeque<DownloadStep>>,
     pub download_requests: Vec<DownloadRequest>,
+    /// Answer every download with the whole archive, ignoring `Range`.
+    pub ignore_ranges: bool,
 }
 
 /// Everything the server tasks and the handle share.
@@ -128,6 +140,7 @@ impl Shared {
                 downloads: HashMap::new(),
                 scripts: HashMap::new(),
                 download_requests: Vec::new(),
+                ignore_ranges: false,
             }),
             changed: Condvar::new(),
         }

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use futures_util::{SinkExt, Stream, StreamExt};
 use serde_json::json;
 
-use super::downloads::{parse_path, parse_range};
+use super::downloads::{parse_path, parse_range, resolve_range};
 use super::*;
 
 const KEY: &str = "test-key";
@@ -552,4 +552,9 @@ fn range_headers() {
     assert_eq!(parse_range("bytes=10-5"), None);
     assert_eq!(parse_range("bytes=0-1,5-6"), None);
     assert_eq!(parse_range("items=1-"), None);
+    // Suffix ranges: the last N bytes, all of them when N is larger.
+    assert_eq!(resolve_range("bytes=-5", 100), Some((95, None)));
+    assert_eq!(resolve_range("bytes=-500", 100), Some((0, None)));
+    assert_eq!(resolve_range("bytes=-0", 100), None);
+    assert_eq!(resolve_range("bytes=10-", 100), Some((10, None)));
 }

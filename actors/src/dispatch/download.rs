@@ -15,6 +15,8 @@ use futures_util::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use url::Url;
 
+use super::follow::Tail;
+
 /// Deadline for the response head.
 pub const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
 /// A body that sends nothing for this long is a transient failure.
@@ -73,45 +75,8 @@ pub async fn download(d: &Download, progress: &dyn Fn(u64)) -> Result<u64, Downl
         .await
         .map(|m| m.len())
         .unwrap_or(0);
-    let mut url = d.url.clone();
-    let mut hops = 0;
-    let mut resp = loop {
-        let mut req = client
-            .get(url.as_str())
-            .insert_header(("X-Proxy-Key", d.proxy_key.as_str()))
-            .no_decompress();
-        if have > 0 {
-            req = req.insert_header((header::RANGE, format!("bytes={have}-")));
-        }
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| DownloadError::Transient(format!("request failed: {e}")))?;
-        let code = resp.status().as_u16();
-        if (300..400).contains(&code) {
-            let next = resp
-                .headers()
-                .get(header::LOCATION)
-                .and_then(|l| l.to_str().ok())
-                .and_then(|l| url.join(l).ok())
-                .ok_or_else(|| {
-                    DownloadError::Refused(format!("redirect ({code}) without a usable Location"))
-                })?;
-            if next.origin() != d.url.origin() {
-                return Err(DownloadError::Refused(format!(
-                    "redirect to another origin refused ({})",
-                    next.origin().ascii_serialization()
-                )));
-            }
-            hops += 1;
-            if hops > MAX_REDIRECTS {
-                return Err(DownloadError::Refused("too many redirects".into()));
-            }
-            url = next;
-            continue;
-        }
-        break resp;
-    };
+    let range = (have > 0).then(|| format!("bytes={have}-"));
+    let mut resp = get(&client, d, range).await?;
     let code = resp.status().as_u16();
     let (append, expected_total) = match code {
         200 => (false, content_length(resp.headers())),
@@ -174,6 +139,87 @@ pub async fn download(d: &Download, progress: &dyn Fn(u64)) -> Result<u64, Downl
             "body ended after {written} bytes without the archive's end record"
         ))),
     }
+}
+
+/// GET with the key and an optional `Range`, following same-origin redirects only.
+async fn get(
+    client: &awc::Client,
+    d: &Download,
+    range: Option<String>,
+) -> Result<
+    awc::ClientResponse<
+        impl futures_util::Stream<Item = Result<bytes::Bytes, awc::error::PayloadError>> + Unpin,
+    >,
+    DownloadError,
+> {
+    let mut url = d.url.clone();
+    let mut hops = 0;
+    loop {
+        let mut req = client
+            .get(url.as_str())
+            .insert_header(("X-Proxy-Key", d.proxy_key.as_str()))
+            .no_decompress();
+        if let Some(r) = &range {
+            req = req.insert_header((header::RANGE, r.as_str()));
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| DownloadError::Transient(format!("request failed: {e}")))?;
+        let code = resp.status().as_u16();
+        if !(300..400).contains(&code) {
+            return Ok(resp);
+        }
+        let next = resp
+            .headers()
+            .get(header::LOCATION)
+            .and_then(|l| l.to_str().ok())
+            .and_then(|l| url.join(l).ok())
+            .ok_or_else(|| {
+                DownloadError::Refused(format!("redirect ({code}) without a usable Location"))
+            })?;
+        if next.origin() != d.url.origin() {
+            return Err(DownloadError::Refused(format!(
+                "redirect to another origin refused ({})",
+                next.origin().ascii_serialization()
+            )));
+        }
+        hops += 1;
+        if hops > MAX_REDIRECTS {
+            return Err(DownloadError::Refused("too many redirects".into()));
+        }
+        url = next;
+    }
+}
+
+/// Fetches the archive's last `max_len` bytes (its central directory, usually)
+/// with a suffix `Range`, so that extraction can start before the body is in.
+/// `None` when the server does not answer 206 with a usable `Content-Range`,
+/// or anything else goes wrong: the download then runs alone, as without it.
+pub async fn fetch_tail(d: &Download, max_len: u64) -> Option<Tail> {
+    let client = crate::http_client::client_builder(d.tls.clone())
+        .timeout(HEAD_TIMEOUT)
+        .disable_redirects()
+        .finish();
+    let mut resp = get(&client, d, Some(format!("bytes=-{max_len}")))
+        .await
+        .ok()?;
+    if resp.status().as_u16() != 206 {
+        // Probably the whole body (no range support): not read.
+        return None;
+    }
+    let (start, total) = match content_range(resp.headers())? {
+        (start, Some(total)) if start < total && total - start <= max_len => (start, total),
+        _ => return None,
+    };
+    let body = tokio::time::timeout(IDLE_TIMEOUT, resp.body().limit(max_len as usize))
+        .await
+        .ok()?
+        .ok()?;
+    (body.len() as u64 == total - start).then(|| Tail {
+        total,
+        bytes: body.to_vec().into(),
+    })
 }
 
 /// Deletes a partial file that cannot be resumed; the retry starts from zero.

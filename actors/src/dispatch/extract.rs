@@ -33,6 +33,8 @@ use async_zip::spec::extra::{EFD, EFHID};
 use async_zip::spec::headers1::Compression;
 use futures_util::io::{AllowStdIo, AsyncRead, AsyncReadExt};
 
+use super::follow::{DownloadProgress, FollowedArchive, Tail};
+
 /// 50 GiB uncompressed in all (PROTOCOL.md §5): a few large studies, not a full disk.
 pub const DEFAULT_MAX_TOTAL_UNCOMPRESSED: u64 = 50 * 1024 * 1024 * 1024;
 /// 200 000 entries (PROTOCOL.md §5): a very large study has tens of thousands.
@@ -235,23 +237,70 @@ pub async fn extract_archive(
     dest: &Path,
     limits: &ExtractLimits,
 ) -> Result<Extracted, ExtractError> {
-    let (zip, dst, lim) = (zip_path.to_path_buf(), dest.to_path_buf(), *limits);
-    let cancel = Arc::new(AtomicBool::new(false));
-    let (finished_tx, finished_rx) = mpsc::channel::<()>();
-    let flag = cancel.clone();
-    let runtime = tokio::runtime::Handle::current();
-    let task = tokio::task::spawn_blocking(move || {
-        let result = runtime.block_on(extract_on_this_thread(&zip, &dst, &lim, &flag));
-        drop(finished_tx);
-        result
-    });
-    let mut stop = StopOnDrop {
-        cancel,
-        finished: Some(finished_rx),
-    };
-    let result = task.await;
-    stop.finished = None;
-    result.unwrap_or_else(|e| Err(ExtractError::Stopped(e.to_string())))
+    Extraction::start(ArchiveSource::File(zip_path.to_path_buf()), dest, limits)
+        .finish()
+        .await
+}
+
+/// Where an archive's bytes come from.
+pub enum ArchiveSource {
+    /// A complete archive file.
+    File(PathBuf),
+    /// An archive being downloaded into `spool_file`, whose tail was fetched
+    /// first: extraction follows the download (see `follow.rs`).
+    Following {
+        spool_file: PathBuf,
+        tail: Tail,
+        progress: Arc<DownloadProgress>,
+    },
+}
+
+impl ArchiveSource {
+    fn describe(&self) -> String {
+        match self {
+            ArchiveSource::File(p) => p.display().to_string(),
+            ArchiveSource::Following { spool_file, .. } => {
+                format!("{} (while downloading)", spool_file.display())
+            }
+        }
+    }
+}
+
+/// An extraction running on its own blocking thread, as [`extract_archive`]
+/// describes. Dropping it stops the thread and waits for its clean-up.
+pub struct Extraction {
+    task: tokio::task::JoinHandle<Result<Extracted, ExtractError>>,
+    stop: StopOnDrop,
+}
+
+impl Extraction {
+    /// Starts at once (call it within the Tokio runtime).
+    pub fn start(source: ArchiveSource, dest: &Path, limits: &ExtractLimits) -> Extraction {
+        let (dst, lim) = (dest.to_path_buf(), *limits);
+        let cancel = Arc::new(AtomicBool::new(false));
+        let (finished_tx, finished_rx) = mpsc::channel::<()>();
+        let flag = cancel.clone();
+        let runtime = tokio::runtime::Handle::current();
+        let task = tokio::task::spawn_blocking(move || {
+            let result = runtime.block_on(extract_on_this_thread(source, &dst, &lim, flag));
+            drop(finished_tx);
+            result
+        });
+        Extraction {
+            task,
+            stop: StopOnDrop {
+                cancel,
+                finished: Some(finished_rx),
+            },
+        }
+    }
+
+    /// Waits for the end of the extraction.
+    pub async fn finish(mut self) -> Result<Extracted, ExtractError> {
+        let result = (&mut self.task).await;
+        self.stop.finished = None;
+        result.unwrap_or_else(|e| Err(ExtractError::Stopped(e.to_string())))
+    }
 }
 
 /// Cancels the extraction thread when the future waiting for it is dropped, and
@@ -274,13 +323,49 @@ impl Drop for StopOnDrop {
 }
 
 async fn extract_on_this_thread(
-    zip_path: &Path,
+    source: ArchiveSource,
+    dest: &Path,
+    limits: &ExtractLimits,
+    cancel: Arc<AtomicBool>,
+) -> Result<Extracted, ExtractError> {
+    let what = source.describe();
+    let result = match source {
+        ArchiveSource::File(path) => {
+            let file = std::fs::File::open(&path).map_err(io_err("open archive", &path))?;
+            extract_from(file, dest, limits, &cancel).await
+        }
+        ArchiveSource::Following {
+            spool_file,
+            tail,
+            progress,
+        } => {
+            let followed = FollowedArchive::new(&spool_file, tail, progress, cancel.clone());
+            extract_from(followed, dest, limits, &cancel).await
+        }
+    };
+    match &result {
+        Ok(done) => {
+            tracing::info!(
+                archive = %what,
+                files = done.files.len(),
+                bytes = done.total_bytes,
+                "archive extracted"
+            );
+        }
+        Err(err) => {
+            tracing::warn!(archive = %what, error = %err, "archive extraction failed; removing what was written");
+        }
+    }
+    result
+}
+
+async fn extract_from<S: std::io::Read + std::io::Seek>(
+    source: S,
     dest: &Path,
     limits: &ExtractLimits,
     cancel: &AtomicBool,
 ) -> Result<Extracted, ExtractError> {
-    let file = std::fs::File::open(zip_path).map_err(io_err("open archive", zip_path))?;
-    let buffered = std::io::BufReader::with_capacity(READ_BUFFER, file);
+    let buffered = std::io::BufReader::with_capacity(READ_BUFFER, source);
     let mut reader = open_reader(AllowStdIo::new(buffered), limits).await?;
     let plan = check_central_directory(reader.cdrs(), limits)?;
 
@@ -290,20 +375,7 @@ async fn extract_on_this_thread(
         kept: false,
     };
     let result = extract_planned(&mut reader, &plan, dest, limits, cancel).await;
-    match &result {
-        Ok(done) => {
-            written.kept = true;
-            tracing::info!(
-                archive = %zip_path.display(),
-                files = done.files.len(),
-                bytes = done.total_bytes,
-                "archive extracted"
-            );
-        }
-        Err(err) => {
-            tracing::warn!(archive = %zip_path.display(), error = %err, "archive extraction failed; removing what was written");
-        }
-    }
+    written.kept = result.is_ok();
     result
 }
 
@@ -341,13 +413,13 @@ fn zip_options(limits: &ExtractLimits) -> ZipOptions {
     }
 }
 
-/// The seekable reader over the spooled archive: a `std` file behind futures' traits.
-type ArchiveReader = ZipArchiveReader<AllowStdIo<std::io::BufReader<std::fs::File>>>;
+/// The seekable reader over the archive: `std` I/O behind futures' traits.
+type ArchiveReader<S> = ZipArchiveReader<AllowStdIo<std::io::BufReader<S>>>;
 
-async fn open_reader(
-    reader: AllowStdIo<std::io::BufReader<std::fs::File>>,
+async fn open_reader<S: std::io::Read + std::io::Seek>(
+    reader: AllowStdIo<std::io::BufReader<S>>,
     limits: &ExtractLimits,
-) -> Result<ArchiveReader, ExtractError> {
+) -> Result<ArchiveReader<S>, ExtractError> {
     match ZipArchiveReader::open_with_options(reader, zip_options(limits)).await {
         Ok(reader) => Ok(reader),
         Err(ZipError::NumFilesAboveMax(max)) => Err(ExtractError::LimitExceeded {
@@ -560,8 +632,8 @@ fn prepare_dest(dest: &Path) -> Result<bool, ExtractError> {
 }
 
 /// Phase 2: streams every planned file out, counting what is actually inflated.
-async fn extract_planned(
-    reader: &mut ArchiveReader,
+async fn extract_planned<S: std::io::Read + std::io::Seek>(
+    reader: &mut ArchiveReader<S>,
     plan: &[PlannedFile],
     dest: &Path,
     limits: &ExtractLimits,

@@ -3,9 +3,11 @@
 //! jobs", PROTOCOL.md §3–5).
 //!
 //! Files: `dispatcher.rs` the queue and its actor; `job.rs` one dispatch's actor;
-//! `pipeline.rs` its stages; `shared.rs` what a job's stages share; `accept.rs`
+//! `pipeline.rs` its stages; `ack_journal.rs` the group commit of a batch's
+//! answers; `shared.rs` what a job's stages share; `accept.rs`
 //! payload validation and target nodes; `download.rs` the archive download;
-//! `extract.rs` the untrusted-archive extraction; `index.rs` DICOM headers;
+//! `extract.rs` the untrusted-archive extraction; `follow.rs` reading an archive
+//! while it downloads; `index.rs` DICOM headers;
 //! `retry.rs` the retry policy; `report.rs` `dispatch.status` events;
 //! `messages.rs` the messages.
 //!
@@ -13,9 +15,11 @@
 //! the network (downloads from `api_url`, associations to configured nodes).
 
 pub mod accept;
+mod ack_journal;
 pub mod dispatcher;
 pub mod download;
 pub mod extract;
+pub mod follow;
 pub mod index;
 pub mod job;
 pub mod messages;

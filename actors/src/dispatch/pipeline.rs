@@ -14,20 +14,34 @@ use laminate_store::{
 };
 use tokio::sync::mpsc;
 
-use super::download::{download, Download, DownloadError};
-use super::extract::extract_archive;
+use super::ack_journal::AckJournal;
+use super::download::{download, fetch_tail, Download, DownloadError};
+use super::extract::{extract_archive, ArchiveSource, Extracted, Extraction};
+use super::follow::{DownloadProgress, Tail};
 use super::index::index_dir;
 use super::retry::Retries;
 use super::shared::{JobEnv, JobShared};
-use crate::send::{send_batch, Item, ItemOutcome, SendEvent, Target};
+use crate::send::{send_batch_to, Item, ItemOutcome, SendEvent, Target};
 
 /// `sending` progress is reported at most this often per node (PROTOCOL.md §4).
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 const ARCHIVE: &str = "archive.zip";
 const EXTRACTED: &str = "x";
 
+/// The archive's end is fetched before its body, up to this much: the central
+/// directory of about 5000 entries. A larger one is read when the download gets
+/// there (extraction then starts later, nothing else changes).
+const TAIL_PROBE: u64 = 1024 * 1024;
+
+/// An extraction that started with the download, following it.
+struct Following {
+    extraction: Extraction,
+    tail: Tail,
+}
+
 /// Runs the dispatch to its end (every node final) from its journaled stage.
 pub async fn run(env: Rc<JobEnv>, sh: Rc<JobShared>) {
+    let mut following = None;
     loop {
         if sh.all_final() {
             finish(&env, &sh).await;
@@ -35,8 +49,8 @@ pub async fn run(env: Rc<JobEnv>, sh: Rc<JobShared>) {
         }
         let stage = sh.rec.borrow().stage;
         match stage {
-            Stage::Queued | Stage::Downloading => download_stage(&env, &sh).await,
-            Stage::Extracting => extract_stage(&env, &sh).await,
+            Stage::Queued | Stage::Downloading => following = download_stage(&env, &sh).await,
+            Stage::Extracting => extract_stage(&env, &sh, following.take()).await,
             Stage::Sending => send_stage(&env, &sh).await,
             Stage::Finished => {
                 // Finished with open nodes only after a crash mid-update: send what is left.
@@ -65,10 +79,12 @@ async fn finish(env: &JobEnv, sh: &JobShared) {
     tracing::info!(dispatch = %rec.id, state = ?rec.state(), "dispatch finished");
 }
 
-async fn download_stage(env: &JobEnv, sh: &JobShared) {
+/// Downloads the archive; where the server lets us read its end first, an
+/// extraction follows the download and is handed on (stage `Extracting`).
+async fn download_stage(env: &JobEnv, sh: &JobShared) -> Option<Following> {
     sh.wait_unpaused().await;
     if sh.all_final() {
-        return;
+        return None;
     }
     set_stage(env, sh, Stage::Downloading);
     sh.update_open(env, NodeStatus::Downloading, None);
@@ -87,7 +103,7 @@ async fn download_stage(env: &JobEnv, sh: &JobShared) {
                 NodeStatus::Failed,
                 Some(format!("download: bad entity id: {e}")),
             );
-            return;
+            return None;
         }
     };
     let job = Download {
@@ -96,56 +112,78 @@ async fn download_stage(env: &JobEnv, sh: &JobShared) {
         dest: env.spool_dir(&id).join(ARCHIVE),
         tls: env.tls.clone(),
     };
+    let extract_to = env.spool_dir(&id).join(EXTRACTED);
+    let tail = fetch_tail(&job, TAIL_PROBE).await;
     let mut retries = Retries::default();
     loop {
         let started = Instant::now();
+        let progress = DownloadProgress::new();
+        let mut follower = None;
+        if let Some(tail) = &tail {
+            // A previous try may have stopped half-way.
+            let _ = tokio::fs::remove_dir_all(&extract_to).await;
+            let source = ArchiveSource::Following {
+                spool_file: job.dest.clone(),
+                tail: tail.clone(),
+                progress: progress.clone(),
+            };
+            follower = Some(Extraction::start(source, &extract_to, &env.limits));
+        }
+        let on_disk = |n| progress.on_disk(n);
         let outcome = tokio::select! {
-            r = download(&job, &|_| {}) => Some(r),
+            r = download(&job, &on_disk) => Some(r),
             _ = wait_all_final(sh) => None,
         };
-        let Some(outcome) = outcome else { return };
+        progress.ended(matches!(outcome, Some(Ok(_))));
+        let outcome = outcome?;
         match outcome {
             Ok(bytes) => {
                 tracing::info!(dispatch = %id, bytes, seconds = started.elapsed().as_secs_f64(), "archive downloaded");
                 set_stage(env, sh, Stage::Extracting);
-                return;
+                return follower
+                    .zip(tail)
+                    .map(|(extraction, tail)| Following { extraction, tail });
             }
             Err(
                 e @ (DownloadError::NotFound
                 | DownloadError::Rejected(_)
                 | DownloadError::Refused(_)),
             ) => {
+                drop(follower);
                 let _ = tokio::fs::remove_file(&job.dest).await;
                 sh.update_open(env, NodeStatus::Failed, Some(e.to_string()));
-                return;
+                return None;
             }
-            Err(e) => match retries.next(&sh.policy.get()) {
-                None => {
-                    sh.update_open(
-                        env,
-                        NodeStatus::Failed,
-                        Some(format!(
-                            "download: {e} (gave up after {} tries)",
-                            retries.failures()
-                        )),
-                    );
-                    return;
-                }
-                Some(delay) => {
-                    tracing::warn!(dispatch = %id, error = %e, retry_in_s = delay.as_secs(), "download failed; retrying");
-                    sh.update_open(
-                        env,
-                        NodeStatus::Retrying,
-                        Some(format!("download: {e}; next try in {} s", delay.as_secs())),
-                    );
-                    sleep_through(sh, delay).await;
-                    sh.wait_unpaused().await;
-                    if sh.all_final() {
-                        return;
+            Err(e) => {
+                drop(follower);
+                match retries.next(&sh.policy.get()) {
+                    None => {
+                        sh.update_open(
+                            env,
+                            NodeStatus::Failed,
+                            Some(format!(
+                                "download: {e} (gave up after {} tries)",
+                                retries.failures()
+                            )),
+                        );
+                        return None;
                     }
-                    sh.update_open(env, NodeStatus::Downloading, None);
+                    Some(delay) => {
+                        tracing::warn!(dispatch = %id, error = %e, retry_in_s = delay.as_secs(), "download failed; retrying");
+                        sh.update_open(
+                            env,
+                            NodeStatus::Retrying,
+                            Some(format!("download: {e}; next try in {} s", delay.as_secs())),
+                        );
+                        sleep_through(sh, delay).await;
+                        sh.wait_unpaused().await;
+                        if sh.all_final() {
+                            return None;
+                        }
+                        sh.update_open(env, NodeStatus::Downloading, None);
+                    }
                 }
-            },
+            }
         }
     }
 }
@@ -164,7 +202,7 @@ async fn wait_all_final(sh: &JobShared) {
     }
 }
 
-async fn extract_stage(env: &JobEnv, sh: &JobShared) {
+async fn extract_stage(env: &JobEnv, sh: &JobShared, following: Option<Following>) {
     sh.wait_unpaused().await;
     if sh.all_final() {
         return;
@@ -174,10 +212,20 @@ async fn extract_stage(env: &JobEnv, sh: &JobShared) {
     let spool = env.spool_dir(&id);
     let archive = spool.join(ARCHIVE);
     let dest = spool.join(EXTRACTED);
-    // A previous try may have stopped half-way.
-    let _ = tokio::fs::remove_dir_all(&dest).await;
     let started = Instant::now();
-    let extracted = match extract_archive(&archive, &dest, &env.limits).await {
+    let followed = match following {
+        Some(f) => finish_following(f, &archive).await,
+        None => None,
+    };
+    let extracted = match followed {
+        Some(x) => Ok(x),
+        None => {
+            // A previous try may have stopped half-way.
+            let _ = tokio::fs::remove_dir_all(&dest).await;
+            extract_archive(&archive, &dest, &env.limits).await
+        }
+    };
+    let extracted = match extracted {
         Ok(x) => x,
         Err(e) => {
             tracing::warn!(dispatch = %id, error = %e, "archive refused");
@@ -223,11 +271,33 @@ async fn extract_stage(env: &JobEnv, sh: &JobShared) {
     }
     sh.rec.borrow_mut().study_uids = studies.into_iter().collect();
     set_stage(env, sh, Stage::Sending);
-    // The archive is no longer needed (replays send from the cache); removing a
-    // large file takes a while, and sending need not wait for it.
-    actix_rt::spawn(async move {
-        let _ = tokio::fs::remove_dir_all(&spool).await;
-    });
+    // The spool (the archive) stays until the dispatch finishes: removing a
+    // large file frees (and on a `discard` mount trims) its blocks in the next
+    // journal commit, and every acknowledgement's flush would wait for that.
+}
+
+/// The result of the extraction that followed the download, if it can be
+/// trusted: it succeeded, and the archive on disk ends with the tail it read
+/// the central directory from. Otherwise `None`, and the downloaded archive is
+/// extracted again (an archive refused here is refused there too, with the
+/// same error).
+async fn finish_following(f: Following, archive: &Path) -> Option<Extracted> {
+    let extracted = match f.extraction.finish().await {
+        Ok(x) => x,
+        Err(e) => {
+            tracing::info!(error = %e, "extraction while downloading failed; extracting the downloaded archive");
+            return None;
+        }
+    };
+    let (tail, path) = (f.tail, archive.to_path_buf());
+    let same = tokio::task::spawn_blocking(move || tail.matches_file(&path)).await;
+    if matches!(same, Ok(Ok(true))) {
+        return Some(extracted);
+    }
+    tracing::warn!(
+        "the archive's end changed between its two requests; extracting the downloaded archive"
+    );
+    None
 }
 
 /// Moves every DICOM file under `dir` into the cache and indexes it (blocking),
@@ -328,42 +398,6 @@ async fn send_stage(env: &Rc<JobEnv>, sh: &Rc<JobShared>) {
     futures_util::future::join_all(tasks).await;
 }
 
-/// Counts a batch's instances as in flight on the board (`/api/nodes`) until each
-/// is acknowledged; whatever is left when the batch ends is settled on drop.
-struct InFlight {
-    board: crate::board::SharedBoard,
-    node: String,
-    left: std::sync::atomic::AtomicU64,
-}
-
-impl InFlight {
-    fn new(board: crate::board::SharedBoard, node: &str, n: u64) -> Self {
-        board.sent.add_in_flight(node, n);
-        Self {
-            board,
-            node: node.to_owned(),
-            left: std::sync::atomic::AtomicU64::new(n),
-        }
-    }
-
-    fn settle_one(&self) {
-        use std::sync::atomic::Ordering;
-        let taken = self
-            .left
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |v| v.checked_sub(1));
-        if taken.is_ok() {
-            self.board.sent.settle_in_flight(&self.node, 1);
-        }
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        let left = *self.left.get_mut();
-        self.board.sent.settle_in_flight(&self.node, left);
-    }
-}
-
 /// The instances a node still needs, and the counts so far.
 struct NodeWork {
     items: Vec<Item>,
@@ -421,22 +455,6 @@ fn node_work(env: &JobEnv, id: &str, node_id: &str, sops: &[String]) -> Result<N
     Ok(work)
 }
 
-/// Each item's dataset size (what goes on the wire when the node takes the
-/// file's own transfer syntax), for the `/metrics` byte counts. Runs on the
-/// sender's blocking thread: one `stat` per file.
-fn dataset_sizes(items: &[Item]) -> std::collections::HashMap<String, u64> {
-    items
-        .iter()
-        .map(|i| {
-            let len = std::fs::metadata(&i.path).map(|m| m.len()).unwrap_or(0);
-            (
-                i.sop_instance_uid.clone(),
-                len.saturating_sub(i.dataset_offset),
-            )
-        })
-        .collect()
-}
-
 fn refusal_summary(refused: &[(String, String)], total: usize) -> String {
     let (sop, why) = &refused[0];
     format!(
@@ -464,6 +482,7 @@ async fn send_to_node(env: Rc<JobEnv>, sh: Rc<JobShared>, node_id: String, sops:
             });
             return;
         };
+        let preparing = Instant::now();
         let work = match node_work(&env, &id, &node_id, &sops) {
             Ok(w) => w,
             Err(e) => {
@@ -491,6 +510,8 @@ async fn send_to_node(env: Rc<JobEnv>, sh: Rc<JobShared>, node_id: String, sops:
             return;
         }
         let stored_before = work.stored;
+        tracing::info!(dispatch = %id, node = %node_id, instances = work.items.len(), prepare_s = preparing.elapsed().as_secs_f64(), "sending");
+        let sending = Instant::now();
         sh.update_node(&env, &node_id, |n| {
             n.status = NodeStatus::Sending;
             n.files_total = total;
@@ -513,40 +534,18 @@ async fn send_to_node(env: Rc<JobEnv>, sh: Rc<JobShared>, node_id: String, sops:
         let items = work.items;
         let board = env.board.clone();
         let batch = tokio::task::spawn_blocking(move || {
-            let sizes = dataset_sizes(&items);
-            let in_flight = InFlight::new(board.clone(), &jnode, items.len() as u64);
-            let on_event = move |ev: SendEvent| {
-                if let SendEvent::Acknowledged {
-                    sop_instance_uid,
-                    outcome,
-                    rtt,
-                } = &ev
-                {
-                    let ack = match outcome {
-                        ItemOutcome::Stored { status } => Ack {
-                            stored: true,
-                            status: Some(*status),
-                            error: None,
-                        },
-                        ItemOutcome::Failed { status, error } => Ack {
-                            stored: false,
-                            status: *status,
-                            error: Some(error.clone()),
-                        },
-                    };
-                    // Journaled before the sender takes its next instance.
-                    if let Err(e) = store.journal_ack(&jid, &jnode, sop_instance_uid, &ack) {
-                        tracing::error!(error = %e, "cannot journal an acknowledgement");
-                    }
-                    in_flight.settle_one();
-                    if ack.stored {
-                        let bytes = sizes.get(sop_instance_uid).copied().unwrap_or(0);
-                        board.sent.stored(&jnode, bytes, *rtt);
-                    }
-                }
-                let _ = tx.send(ev);
-            };
-            send_batch(&target, items, &opts, &stop, &on_event)
+            let journal = AckJournal::new(
+                store,
+                &jid,
+                &jnode,
+                board,
+                &items,
+                target.max_associations,
+                tx,
+            );
+            let outcome = send_batch_to(&target, items, &opts, &stop, &journal);
+            journal.finish();
+            outcome
         });
         tokio::pin!(batch);
         sh.batch_started();
@@ -576,6 +575,7 @@ async fn send_to_node(env: Rc<JobEnv>, sh: Rc<JobShared>, node_id: String, sops:
             }
         };
         sh.batch_ended();
+        tracing::info!(dispatch = %id, node = %node_id, send_s = sending.elapsed().as_secs_f64(), "batch ended");
         // Events sent just before the batch returned.
         while let Ok(ev) = rx.try_recv() {
             if let SendEvent::Acknowledged {
