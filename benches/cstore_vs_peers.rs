@@ -246,6 +246,7 @@ fn measure_all(
     for _ in 0..runs.max(1) {
         for (_, run, times) in planned.iter_mut() {
             rx.clear();
+            settle_disk();
             times.push(run());
             rx.check(files.len());
         }
@@ -635,6 +636,7 @@ fn end_to_end(work: &Path, runs: usize, report: &mut Report) -> String {
     let mut times = Vec::new();
     let mut stages = Vec::new();
     for run in 0..runs.max(1) {
+        settle_disk();
         let app = appliance_for(&sim, scp.port, work);
         let corr = format!("corr_e2e_{run}");
         let (took, last) = dispatch_and_wait(
@@ -726,6 +728,8 @@ fn peak_rss(work: &Path, report: &mut Report) -> String {
     let app = appliance_for(&sim, scp.port, work);
     let idle_kib = app.proc_status_kib("VmRSS:").unwrap_or(0);
     let mut max_rss = 0;
+    let mut max_at = Duration::ZERO;
+    let started = Instant::now();
     let (took, last) = dispatch_and_wait(
         &sim,
         &app,
@@ -733,7 +737,10 @@ fn peak_rss(work: &Path, report: &mut Report) -> String {
         "corr_rss",
         Duration::from_secs(1800),
         || {
-            max_rss = max_rss.max(app.proc_status_kib("VmRSS:").unwrap_or(0));
+            let rss = app.proc_status_kib("VmRSS:").unwrap_or(0);
+            if rss > max_rss {
+                (max_rss, max_at) = (rss, started.elapsed());
+            }
         },
     );
     let hwm_kib = app.proc_status_kib("VmHWM:").expect("VmHWM");
@@ -744,12 +751,13 @@ fn peak_rss(work: &Path, report: &mut Report) -> String {
     report.line("## Peak RSS while dispatching a large archive");
     report.line(format!(
         "{count} instances, archive {zip_gib:.2} GiB: dispatch → completed in {:.1} s ({:.1} MB/s); \
-         appliance VmRSS idle {:.1} MiB, largest sampled {:.1} MiB, VmHWM {hwm_mib:.1} MiB; \
+         appliance VmRSS idle {:.1} MiB, largest sampled {:.1} MiB (at +{:.1} s), VmHWM {hwm_mib:.1} MiB; \
          stages: {}",
         took.as_secs_f64(),
         zip_mb / took.as_secs_f64(),
         idle_kib as f64 / 1024.0,
         max_rss as f64 / 1024.0,
+        max_at.as_secs_f64(),
         stage_times(&sim, "corr_rss"),
     ));
     format!(

@@ -197,6 +197,8 @@ fn main() {
     }
     for _ in 0..runs.max(1) {
         for row in rows.iter_mut() {
+            // Each row starts on a quiet disk (the previous row's clean-up committed).
+            settle_disk();
             let t = match (row.receiver, row.sender) {
                 ("ours (IngestActor)", _) => {
                     let scp = OurScp::start(work.path());

@@ -128,6 +128,14 @@ pub fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
+/// Writes out every dirty page and commits the file system's journal (`sync`),
+/// untimed, between measurements: on this VM's disk (ext4 mounted with
+/// `discard`) the blocks freed by one row's clean-up are trimmed in the next
+/// journal commit, so without this the next row's first fsyncs pay for them.
+pub fn settle_disk() {
+    let _ = Command::new("sync").status();
+}
+
 /// Runs `f` `runs` times (with `between` before each run, untimed) and
 /// returns the median of what `f` measured.
 pub fn median_of(
@@ -139,6 +147,7 @@ pub fn median_of(
         (0..runs.max(1))
             .map(|_| {
                 between();
+                settle_disk();
                 f()
             })
             .collect(),

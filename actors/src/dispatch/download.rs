@@ -60,7 +60,8 @@ pub struct Download {
 }
 
 /// Fetches the archive into `dest`, resuming a partial file when the server allows;
-/// calls `progress(bytes_on_disk)` as data arrives. Returns the archive's size.
+/// calls `progress(bytes_in_the_file)` as data arrives (only bytes a reader of the
+/// file can already read). Returns the archive's size.
 pub async fn download(d: &Download, progress: &dyn Fn(u64)) -> Result<u64, DownloadError> {
     let client = crate::http_client::client_builder(d.tls.clone())
         .timeout(HEAD_TIMEOUT)
@@ -121,9 +122,16 @@ pub async fn download(d: &Download, progress: &dyn Fn(u64)) -> Result<u64, Downl
         file.write_all(&chunk)
             .await
             .map_err(|e| DownloadError::Local(e.to_string()))?;
-        written += chunk.len() as u64;
+        // tokio's file takes a write before it has reached the OS, and the one
+        // before only once that has: `written` is now in the file, not yet the
+        // new chunk (a reader of the file relies on this).
         progress(written);
+        written += chunk.len() as u64;
     }
+    file.flush()
+        .await
+        .map_err(|e| DownloadError::Local(e.to_string()))?;
+    progress(written);
     file.sync_all()
         .await
         .map_err(|e| DownloadError::Local(e.to_string()))?;
