@@ -731,6 +731,18 @@ fn a_permanent_rejection_fails_every_item_with_the_reason() {
 
 // ---------------------------------------------------------------- status SCP
 
+/// One association to the [`status_scp`] on `port` (it accepts any called AE).
+fn status_target(port: u16) -> Target {
+    Target {
+        node_id: "status".into(),
+        host: "127.0.0.1".into(),
+        port,
+        called_ae: "ANY-SCP".into(),
+        calling_ae: "LAMINATE".into(),
+        max_associations: 1,
+    }
+}
+
 /// A one-association SCP answering `statuses[i]` to the i-th C-STORE.
 fn status_scp(statuses: Vec<u16>) -> (u16, std::thread::JoinHandle<Vec<String>>) {
     let (port, handle, _) = counting_status_scp(statuses);
@@ -857,14 +869,7 @@ fn statuses_decide_per_instance_and_out_of_resources_stops_the_batch() {
         .map(|_| write_instance(dir.path(), CT, EXPLICIT_VR_LE, 200, None))
         .collect();
     let (port, scp) = status_scp(vec![0x0000, 0xC000, 0xB000, 0xA700]);
-    let target = Target {
-        node_id: "status".into(),
-        host: "127.0.0.1".into(),
-        port,
-        called_ae: "ANY-SCP".into(),
-        calling_ae: "LAMINATE".into(),
-        max_associations: 1,
-    };
+    let target = status_target(port);
     let events = Events::default();
     let outcome = send(
         &target,
@@ -946,14 +951,7 @@ fn the_node_gets_the_next_instance_whole_only_after_the_previous_answer_is_durab
         .map(|_| write_instance(dir.path(), CT, EXPLICIT_VR_LE, 200, None))
         .collect();
     let (port, scp, complete) = counting_status_scp(vec![0; 4]);
-    let target = Target {
-        node_id: "status".into(),
-        host: "127.0.0.1".into(),
-        port,
-        called_ae: "ANY-SCP".into(),
-        calling_ae: "LAMINATE".into(),
-        max_associations: 1,
-    };
+    let target = status_target(port);
     let sink = SlowJournal {
         complete,
         recorded: AtomicUsize::new(0),
