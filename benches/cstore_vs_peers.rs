@@ -38,36 +38,15 @@ use laminate_actors::dispatch::download::{download, Download};
 use laminate_actors::dispatch::extract::{extract_archive, ExtractLimits};
 use laminate_actors::dispatch::index::index_dir;
 use laminate_actors::send::{send_batch, Item, ItemOutcome, SendEvent, SendOptions, Target};
-use laminate_proxy::sim::study::{fresh_uid, SeriesSpec, StudySpec, Syntax};
+use laminate_proxy::sim::study::StudySpec;
 use laminate_proxy::sim::{BackendSim, EntityKind, SimOptions};
 use serde_json::{json, Value};
 use support::*;
 
 /// Pixel bytes per instance: 512×512×16 bit, ≈ 512 KiB per file.
 const PIXEL_BYTES: usize = 512 * 1024;
-/// Instances per series in the generated studies.
-const PER_SERIES: usize = 100;
 const SCP_AE: &str = "STORESCP";
 const ORTHANC_AE: &str = "ORTHANC";
-
-/// A CT study of `count` Explicit VR LE instances of ≈ 512 KiB.
-fn ct_study(count: usize) -> StudySpec {
-    let mut spec = StudySpec::simple(0, 0, PIXEL_BYTES);
-    let mut left = count;
-    let mut number = 1;
-    while left > 0 {
-        let n = left.min(PER_SERIES);
-        spec.series.push(SeriesSpec {
-            number,
-            uid: fresh_uid(),
-            instances: n,
-            syntax: Syntax::ExplicitLe,
-        });
-        left -= n;
-        number += 1;
-    }
-    spec
-}
 
 /// Our sender: `send_batch` over `associations`; with `index` the time
 /// includes reading each file's header (`Item::from_file`), as a stock
@@ -278,7 +257,7 @@ fn main() {
 
     let work = tempfile::tempdir().expect("work dir");
     let files_dir = work.path().join("files");
-    let spec = ct_study(count);
+    let spec = ct_study(count, PIXEL_BYTES);
     let generated = Instant::now();
     let files: Vec<PathBuf> = spec
         .write_files(&files_dir)
@@ -546,7 +525,7 @@ fn write_zip(spec: &StudySpec, path: &Path) {
 
 fn end_to_end(work: &Path, runs: usize, report: &mut Report) -> String {
     let count: usize = env_or("BENCH_E2E_INSTANCES", 600);
-    let spec = ct_study(count);
+    let spec = ct_study(count, PIXEL_BYTES);
     let zip_path = work.join("e2e.zip");
     write_zip(&spec, &zip_path);
     let archive = bytes::Bytes::from(std::fs::read(&zip_path).expect("zip"));
@@ -705,7 +684,7 @@ fn end_to_end(work: &Path, runs: usize, report: &mut Report) -> String {
 
 fn peak_rss(work: &Path, report: &mut Report) -> String {
     let count: usize = env_or("BENCH_RSS_INSTANCES", 4096);
-    let spec = ct_study(count);
+    let spec = ct_study(count, PIXEL_BYTES);
     let zip_path = work.join("rss.zip");
     let generated = Instant::now();
     write_zip(&spec, &zip_path);

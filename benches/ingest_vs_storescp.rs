@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 
 use laminate_actors::health::HealthRegistry;
 use laminate_actors::ingest::{IngestActor, IngestSettings};
-use laminate_proxy::sim::study::{fresh_uid, SeriesSpec, StudySpec, Syntax};
+use laminate_proxy::sim::study::StudySpec;
 use laminate_proxy::sim::{BackendSim, SimOptions};
 use laminate_store::{Catalog, Store};
 use serde_json::{json, Value};
@@ -112,25 +112,6 @@ impl Drop for OurScp {
     }
 }
 
-/// A study of `count` instances of `pixel_bytes`, series of 100.
-fn study(count: usize, pixel_bytes: usize) -> StudySpec {
-    let mut spec = StudySpec::simple(0, 0, pixel_bytes);
-    let mut number = 1;
-    let mut left = count;
-    while left > 0 {
-        let n = left.min(100);
-        spec.series.push(SeriesSpec {
-            number,
-            uid: fresh_uid(),
-            instances: n,
-            syntax: Syntax::ExplicitLe,
-        });
-        left -= n;
-        number += 1;
-    }
-    spec
-}
-
 fn write_files(spec: &StudySpec, dir: &Path) -> Vec<PathBuf> {
     spec.write_files(dir)
         .expect("study files")
@@ -162,7 +143,7 @@ fn main() {
     report.line(machine_note());
 
     let work = tempfile::tempdir().expect("work dir");
-    let files = write_files(&study(count, PIXEL_BYTES), &work.path().join("files"));
+    let files = write_files(&ct_study(count, PIXEL_BYTES), &work.path().join("files"));
     let mb = total_bytes(&files) as f64 / 1e6;
     report.line(format!(
         "{count} CT instances, Explicit VR LE, {mb:.1} MB; sender: stock dcmtk storescu; medians of {runs} runs; all on one disk"
@@ -370,7 +351,7 @@ fn deletion(work: &Path, runs: usize, report: &mut Report) {
     let mut pongs = Vec::new();
     for run in 0..runs.max(1) {
         let dir = tempfile::tempdir_in(work).expect("tempdir");
-        let spec = study(count, 2048);
+        let spec = ct_study(count, 2048);
         let files = write_files(&spec, dir.path());
         let ingest = dcmtk_storescu(&files, port, AE, 1, None);
         let full = eventually(Duration::from_secs(60), Duration::from_millis(20), || {

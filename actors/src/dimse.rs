@@ -122,17 +122,30 @@ pub fn check_command_lengths(mut rest: &[u8]) -> Result<(), DimseError> {
     Ok(())
 }
 
+/// Reads a command set from a peer (untrusted: every declared length is
+/// checked first; errors, never panics).
+pub fn read_command(bytes: &[u8]) -> Result<InMemDicomObject, DimseError> {
+    check_command_lengths(bytes)?;
+    InMemDicomObject::read_dataset_with_ts(bytes, &IMPLICIT_VR_LITTLE_ENDIAN.erased())
+        .map_err(|e| DimseError::Decode(e.to_string()))
+}
+
+/// A required US field of a command set; `name` says which in the error.
+pub fn u16_field(
+    obj: &InMemDicomObject,
+    tag: dicom_core::Tag,
+    name: &'static str,
+) -> Result<u16, DimseError> {
+    obj.element(tag)
+        .map_err(|_| DimseError::Missing(name))?
+        .to_int::<u16>()
+        .map_err(|_| DimseError::Missing(name))
+}
+
 /// Reads a response command set (untrusted: it comes from the peer).
 pub fn decode_response(bytes: &[u8]) -> Result<Response, DimseError> {
-    check_command_lengths(bytes)?;
-    let obj = InMemDicomObject::read_dataset_with_ts(bytes, &IMPLICIT_VR_LITTLE_ENDIAN.erased())
-        .map_err(|e| DimseError::Decode(e.to_string()))?;
-    let u16_of = |tag, name| -> Result<u16, DimseError> {
-        obj.element(tag)
-            .map_err(|_| DimseError::Missing(name))?
-            .to_int::<u16>()
-            .map_err(|_| DimseError::Missing(name))
-    };
+    let obj = read_command(bytes)?;
+    let u16_of = |tag, name| u16_field(&obj, tag, name);
     Ok(Response {
         command_field: u16_of(tags::COMMAND_FIELD, "CommandField")?,
         responding_to: u16_of(

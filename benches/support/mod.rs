@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use laminate_proxy::sim::study::{fresh_uid, SeriesSpec, StudySpec, Syntax};
 use serde_json::{json, Value};
 
 /// The key the appliance and the simulator share in the benches.
@@ -126,6 +127,26 @@ pub fn median(mut v: Vec<Duration>) -> Duration {
     assert!(!v.is_empty(), "median of nothing");
     v.sort();
     v[v.len() / 2]
+}
+
+/// A CT study of `count` Explicit VR LE instances of `pixel_bytes` pixel data,
+/// in series of 100.
+pub fn ct_study(count: usize, pixel_bytes: usize) -> StudySpec {
+    let mut spec = StudySpec::simple(0, 0, pixel_bytes);
+    let mut left = count;
+    let mut number = 1;
+    while left > 0 {
+        let n = left.min(100);
+        spec.series.push(SeriesSpec {
+            number,
+            uid: fresh_uid(),
+            instances: n,
+            syntax: Syntax::ExplicitLe,
+        });
+        left -= n;
+        number += 1;
+    }
+    spec
 }
 
 /// Writes out every dirty page and commits the file system's journal (`sync`),

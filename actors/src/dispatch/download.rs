@@ -63,10 +63,7 @@ pub struct Download {
 /// calls `progress(bytes_in_the_file)` as data arrives (only bytes a reader of the
 /// file can already read). Returns the archive's size.
 pub async fn download(d: &Download, progress: &dyn Fn(u64)) -> Result<u64, DownloadError> {
-    let client = crate::http_client::client_builder(d.tls.clone())
-        .timeout(HEAD_TIMEOUT)
-        .disable_redirects()
-        .finish();
+    let client = client(d);
     if let Some(dir) = d.dest.parent() {
         tokio::fs::create_dir_all(dir)
             .await
@@ -149,6 +146,15 @@ pub async fn download(d: &Download, progress: &dyn Fn(u64)) -> Result<u64, Downl
     }
 }
 
+/// The client of a download: TLS as configured, the head deadline, redirects
+/// followed by [`get`] (same origin only).
+fn client(d: &Download) -> awc::Client {
+    crate::http_client::client_builder(d.tls.clone())
+        .timeout(HEAD_TIMEOUT)
+        .disable_redirects()
+        .finish()
+}
+
 /// GET with the key and an optional `Range`, following same-origin redirects only.
 async fn get(
     client: &awc::Client,
@@ -205,10 +211,7 @@ async fn get(
 /// `None` when the server does not answer 206 with a usable `Content-Range`,
 /// or anything else goes wrong: the download then runs alone, as without it.
 pub async fn fetch_tail(d: &Download, max_len: u64) -> Option<Tail> {
-    let client = crate::http_client::client_builder(d.tls.clone())
-        .timeout(HEAD_TIMEOUT)
-        .disable_redirects()
-        .finish();
+    let client = client(d);
     let mut resp = get(&client, d, Some(format!("bytes=-{max_len}")))
         .await
         .ok()?;

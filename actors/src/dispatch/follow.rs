@@ -11,6 +11,7 @@
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -189,8 +190,7 @@ impl Read for FollowedArchive {
                 Some(f) => f,
                 None => self.file.insert(File::open(&self.path)?),
             };
-            file.seek(SeekFrom::Start(self.pos))?;
-            let n = file.read(&mut buf[..want])?;
+            let n = file.read_at(&mut buf[..want], self.pos)?;
             if n > 0 {
                 self.pos += n as u64;
                 return Ok(n);

@@ -3,8 +3,6 @@
 
 use dicom_core::{DataElement, PrimitiveValue, VR};
 use dicom_dictionary_std::tags;
-use dicom_object::InMemDicomObject;
-use dicom_transfer_syntax_registry::entries::IMPLICIT_VR_LITTLE_ENDIAN;
 
 use crate::dimse::{self, DimseError, NO_DATA_SET};
 
@@ -42,15 +40,8 @@ pub struct Request {
 
 /// Reads a request command set. Untrusted input: errors, never panics.
 pub fn parse_request(bytes: &[u8]) -> Result<Request, DimseError> {
-    dimse::check_command_lengths(bytes)?;
-    let obj = InMemDicomObject::read_dataset_with_ts(bytes, &IMPLICIT_VR_LITTLE_ENDIAN.erased())
-        .map_err(|e| DimseError::Decode(e.to_string()))?;
-    let u16_of = |tag, name| -> Result<u16, DimseError> {
-        obj.element(tag)
-            .map_err(|_| DimseError::Missing(name))?
-            .to_int::<u16>()
-            .map_err(|_| DimseError::Missing(name))
-    };
+    let obj = dimse::read_command(bytes)?;
+    let u16_of = |tag, name| dimse::u16_field(&obj, tag, name);
     let uid_of = |tag| -> String {
         obj.element_opt(tag)
             .ok()
