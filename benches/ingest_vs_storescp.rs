@@ -22,6 +22,7 @@
 //!   (measured, not asserted; an idle ping for comparison).
 //!
 //! Environment: `BENCH_INSTANCES` (600), `BENCH_RUNS` (3), `BENCH_SKIP_DELETE=1`,
+//! `BENCH_ONLY_OURS=1` (the disk and our SCP only: no ratios to storescp),
 //! `BENCH_DELETE_INSTANCES` (1000), `QUICKACK_SO`. Results: stdout and
 //! `{target}/bench-results/ingest_vs_storescp.md`.
 
@@ -169,10 +170,14 @@ fn main() {
     // count, emptied before every run; our SCP fresh (data dir, store) every run.
     let storescp = StoreScp::writing("STORESCP", work.path());
     let mut rows: Vec<Measured> = vec![Measured::new("disk: write + fsync per file", "–", 0)];
+    // BENCH_ONLY_OURS=1: the disk and our SCP only, to iterate on our side.
+    let peers = !env_flag("BENCH_ONLY_OURS");
     for procs in [1, 4] {
         rows.push(Measured::new("ours (IngestActor)", "storescu stock", procs));
-        rows.push(Measured::new("storescp -od", "storescu stock", procs));
-        if shim.is_some() {
+        if peers {
+            rows.push(Measured::new("storescp -od", "storescu stock", procs));
+        }
+        if peers && shim.is_some() {
             rows.push(Measured::new("storescp -od", "storescu + shim", procs));
         }
     }
@@ -235,23 +240,27 @@ fn main() {
             rate(row.median())
         ));
     }
-    let find = |receiver: &str, sender: &str, assoc: usize| -> &Measured {
+    let find = |receiver: &str, sender: &str, assoc: usize| -> Option<&Measured> {
         rows.iter()
             .find(|r| r.receiver == receiver && r.sender == sender && r.assoc == assoc)
-            .expect("row")
     };
-    let disk = find("disk: write + fsync per file", "–", 0);
+    let disk =
+        find("disk: write + fsync per file", "–", 0).expect("the disk row is always measured");
     let fsync_rate = rate(disk.median());
     let mut targets = Vec::new();
     for procs in [1, 4] {
-        let ours = find("ours (IngestActor)", "storescu stock", procs);
-        let theirs = find("storescp -od", "storescu stock", procs);
-        let (o, t) = (rate(ours.median()), rate(theirs.median()));
-        targets.push(format!(
-            "- {procs} assoc, ours / storescp -od (same stock storescu): {:.2}× ({o:.1} vs {t:.1} MB/s), target ≥ 5× → {}",
-            o / t,
-            verdict(o / t, 5.0)
-        ));
+        let Some(ours) = find("ours (IngestActor)", "storescu stock", procs) else {
+            continue;
+        };
+        let o = rate(ours.median());
+        if let Some(theirs) = find("storescp -od", "storescu stock", procs) {
+            let t = rate(theirs.median());
+            targets.push(format!(
+                "- {procs} assoc, ours / storescp -od (same stock storescu): {:.2}× ({o:.1} vs {t:.1} MB/s), target ≥ 5× → {}",
+                o / t,
+                verdict(o / t, 5.0)
+            ));
+        }
         // The same ratio run by run (paired: measured minutes apart at most).
         let paired: Vec<String> = ours
             .runs
