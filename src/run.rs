@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use laminate_actors::ingest::{IngestActor, IngestSettings};
+use laminate_actors::ingest::{IngestActor, IngestHandle, IngestSettings, IngestShutdownRequested};
 use laminate_actors::link::{tls, LinkSettings, LinkShutdownRequested};
 use laminate_actors::system::{self, SystemConfig};
 use laminate_config::settings::{validate_settings, RawSettings, Settings};
@@ -144,15 +144,17 @@ fn run(settings: Settings, ingest: IngestOptions) -> Result<(), Refusal> {
             store: store.clone(),
             log_level_hook: Some(log_hook),
         });
-        if let Some(addr) = settings.dicom_addr {
+        let ingest = if let Some(addr) = settings.dicom_addr {
             let mut opts = IngestSettings::new(addr, settings.ae_title.clone(), settings.data_dir.clone());
             opts.accept_any_called_ae = ingest.accept_any_called_ae;
             opts.min_free_bytes = ingest.min_free_bytes;
             let health = running.board.health.register("ingest");
-            IngestActor::start(health, opts, store.clone()).with_context(|| {
+            Some(IngestActor::start(health, opts, store.clone()).with_context(|| {
                 format!("--dicom-addr {addr} (LAMINATE_PROXY_DICOM_ADDR), or `off` to disable the ingest SCP")
-            })?;
-        }
+            })?)
+        } else {
+            None
+        };
         let policy = ActionPolicy::new(
             settings.status_token.clone(),
             laminate_config::settings::is_loopback(&settings.http_addr),
@@ -175,7 +177,7 @@ fn run(settings: Settings, ingest: IngestOptions) -> Result<(), Refusal> {
         tracing::info!(url = %format!("http://{}/", settings.http_addr), "status page listening");
 
         wait_for_signal().await;
-        shutdown(&running, handle, &store).await;
+        shutdown(&running, ingest.as_ref(), handle, &store).await;
         Ok::<(), anyhow::Error>(())
     })?;
     Ok(())
@@ -185,23 +187,42 @@ fn run(settings: Settings, ingest: IngestOptions) -> Result<(), Refusal> {
 const DRAIN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(7);
 
 /// The one shutdown path: stop taking work, let every C-STORE in flight get its
-/// response (journaled), close the link, stop the HTTP server, flush the store.
+/// response (journaled; sent by the dispatches, and received by the ingest
+/// SCP), close the associations and the link, stop the HTTP server, flush the
+/// store.
 pub async fn shutdown(
     running: &system::Running,
+    ingest: Option<&IngestHandle>,
     http: actix_web::dev::ServerHandle,
     store: &Store,
 ) {
     let started = std::time::Instant::now();
     tracing::info!("shutting down: finishing the instances in flight");
-    let drained = running
+    let dispatches = running
         .peers
         .dispatcher
         .send(laminate_actors::dispatch::ShutdownRequested)
-        .timeout(DRAIN_DEADLINE)
-        .await;
-    if drained.is_err() {
+        .timeout(DRAIN_DEADLINE);
+    let ingested = async {
+        match ingest {
+            Some(ingest) => ingest
+                .mailbox
+                .send(IngestShutdownRequested)
+                .timeout(DRAIN_DEADLINE)
+                .await
+                .map(drop),
+            None => Ok(()),
+        }
+    };
+    let (dispatches, ingested) = futures_util::future::join(dispatches, ingested).await;
+    if dispatches.is_err() {
         tracing::warn!(
             "instances still in flight at the deadline; they are sent again after restart"
+        );
+    }
+    if ingested.is_err() {
+        tracing::warn!(
+            "instances still being received at the deadline; their senders must send them again"
         );
     }
     running.peers.link.do_send(LinkShutdownRequested);

@@ -346,6 +346,57 @@ fn kill_9_during_ingest_and_during_a_deletion_leaves_index_and_disk_in_agreement
 }
 
 #[test]
+fn sigterm_answers_the_instance_being_received_closes_every_association_and_exits_in_time() {
+    use dicom_ul::pdu::Pdu;
+    let sim = sim();
+    let (mut app, port) = with_ingest(&sim, &[]);
+    let src = tempfile::tempdir().expect("tempdir");
+    write_study(src.path(), 2, 400, 8 * 1024);
+    // A sender in the middle of a study, and an association waiting idle.
+    let dir = src.path().to_path_buf();
+    let sender = std::thread::spawn(move || storescu(port, AE, &dir));
+    let idle = std::thread::spawn(move || {
+        let mut assoc = dicom_ul::ClientAssociationOptions::new()
+            .calling_ae_title("IDLE-SCU")
+            .called_ae_title(AE)
+            .with_abstract_syntax("1.2.840.10008.1.1")
+            .read_timeout(Duration::from_secs(20))
+            .establish(std::net::SocketAddr::from(([127, 0, 0, 1], port)))
+            .expect("association");
+        assoc.receive().ok()
+    });
+    eventually(T, || {
+        (app.status()["store"]["instances"].as_u64()? >= 50).then_some(())
+    })
+    .expect("ingest under way");
+    let asked = std::time::Instant::now();
+    assert_eq!(app.terminate(), Some(0), "clean exit: {}", app.logs());
+    assert!(
+        asked.elapsed() < Duration::from_secs(10),
+        "the container's stop grace is 10 s; took {:?}",
+        asked.elapsed()
+    );
+    let closed = idle.join().expect("idle client");
+    assert!(
+        matches!(closed, Some(Pdu::AbortRQ { .. })),
+        "the idle association is closed with A-ABORT, not dropped: {closed:?}"
+    );
+    let (code, out) = sender.join().expect("storescu");
+    assert_ne!(code, Some(0), "storescu was cut short: {out}");
+    let answered = out.matches("Received Store Response (Success").count();
+    assert!(app.logs().contains("the appliance is shutting down"));
+    app.spawn();
+    app.wait_ready(T);
+    assert_index_matches_disk(&app);
+    // Every instance answered is kept, and nothing is kept unanswered.
+    assert_eq!(
+        app.status()["store"]["instances"].as_u64(),
+        Some(answered as u64),
+        "{out}"
+    );
+}
+
+#[test]
 fn rebuild_index_restores_the_catalog_from_the_files_alone() {
     let sim = sim();
     let (mut app, port) = with_ingest(&sim, &[]);

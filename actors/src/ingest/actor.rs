@@ -17,7 +17,8 @@ use laminate_store::Store;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::messages::InstanceIngested;
+use super::drain::Drain;
+use super::messages::{IngestShutdownRequested, InstanceIngested};
 use super::scp::{self, Shared};
 use super::writer::Dirs;
 use crate::health::{panic_message, ActorHealth, ActorState, Mailbox, Monitored};
@@ -108,6 +109,10 @@ pub struct IngestActor {
     listener: std::net::TcpListener,
     /// One permit per running association; outlives restarts with the actor.
     slots: Arc<Semaphore>,
+    /// Every association, whichever incarnation accepted it; for the shutdown.
+    drain: Arc<Drain>,
+    /// The accept loop of this incarnation.
+    accepting: Option<SpawnHandle>,
     instances: u64,
     bytes: u64,
 }
@@ -145,6 +150,8 @@ impl IngestActor {
             dirs,
             listener,
             slots,
+            drain: Arc::new(Drain::new()),
+            accepting: None,
             instances: 0,
             bytes: 0,
         });
@@ -156,6 +163,9 @@ impl IngestActor {
 
     /// Arms the accept loop on a clone of the listening socket.
     fn listen(&mut self, ctx: &mut Context<Self>) {
+        if self.drain.is_draining() {
+            return;
+        }
         let armed = self.listener.try_clone().and_then(|l| {
             l.set_nonblocking(true)?;
             tokio::net::TcpListener::from_std(l)
@@ -177,9 +187,10 @@ impl IngestActor {
             store: self.store.clone(),
             min_free_bytes: self.settings.min_free_bytes,
             events: Mailbox::new(ctx.address(), self.health.clone()),
+            drain: self.drain.clone(),
         });
         let accepting = accept_loop(listener, shared, self.slots.clone(), self.health.clone());
-        ctx.spawn(accepting.into_actor(self));
+        self.accepting = Some(ctx.spawn(accepting.into_actor(self)));
         self.health.set_state(ActorState::Running);
     }
 }
@@ -316,4 +327,34 @@ impl Handler<InstanceIngested> for IngestActor {
     }
 }
 
-crate::delivered_handlers!(IngestActor: InstanceIngested);
+impl Handler<IngestShutdownRequested> for IngestActor {
+    type Result = ResponseFuture<()>;
+    /// Stops accepting, closes waiting associations at once and busy ones
+    /// after their current instance, and resolves when every association
+    /// thread has ended (the caller bounds the wait).
+    fn handle(&mut self, _: IngestShutdownRequested, ctx: &mut Context<Self>) -> Self::Result {
+        if let Some(accepting) = self.accepting.take() {
+            ctx.cancel_future(accepting);
+        }
+        let woken = self.drain.start();
+        let (slots, all) = (self.slots.clone(), self.settings.max_associations.max(1));
+        let busy = all - slots.available_permits();
+        tracing::info!(
+            associations = busy,
+            waiting = woken,
+            "ingest: closing associations"
+        );
+        Box::pin(async move {
+            let Ok(all) = u32::try_from(all) else {
+                return;
+            };
+            // Every permit back means every association thread has ended; they
+            // are kept, so nothing new starts.
+            if let Ok(permits) = slots.acquire_many_owned(all).await {
+                permits.forget();
+            }
+        })
+    }
+}
+
+crate::delivered_handlers!(IngestActor: InstanceIngested, IngestShutdownRequested);

@@ -1,4 +1,5 @@
-//! What the ingest actor receives from its association threads.
+//! What the ingest actor receives: from its association threads, and the
+//! shutdown.
 
 use actix::Message;
 
@@ -11,3 +12,10 @@ pub struct InstanceIngested {
     /// Size of the stored file (preamble and file meta included).
     pub bytes: u64,
 }
+
+/// The appliance is stopping: stop accepting, let every instance being
+/// received finish, close every association; answered once they have all
+/// ended.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "()")]
+pub struct IngestShutdownRequested;

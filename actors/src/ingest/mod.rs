@@ -19,6 +19,7 @@
 //!   untrusted data set with every declared length checked first.
 //! - `writer.rs`: one instance streamed to a temporary file, then checked,
 //!   fsynced, renamed into place and indexed.
+//! - `drain.rs`: closing the associations at shutdown.
 //!
 //! # Blocking threads, not the async API
 //! Each association runs blocking dicom-ul on a dedicated OS thread
@@ -46,9 +47,16 @@
 //! missing UIDs; 0xC001 a UID that is not digits and single dots; 0x0110 the
 //! store failed. Abort, a dropped connection or a failure status removes the
 //! temporary file.
+//!
+//! # Shutdown
+//! [`IngestShutdownRequested`] stops accepting; every association finishes
+//! the instance it is receiving (stored, indexed, answered), then closes with
+//! A-ABORT, and one waiting for its next request closes at once (`drain.rs`).
+//! The answer comes when every association thread has ended.
 
 mod actor;
 mod command;
+mod drain;
 mod header;
 mod messages;
 mod scp;
@@ -61,6 +69,6 @@ pub use actor::{
     IngestActor, IngestError, IngestHandle, IngestSettings, DEFAULT_MAX_ASSOCIATIONS,
     DEFAULT_MIN_FREE_BYTES,
 };
-pub use messages::InstanceIngested;
+pub use messages::{IngestShutdownRequested, InstanceIngested};
 pub use scp::{IDLE_TIMEOUT, MAX_PDU_LENGTH};
 pub use writer::{IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME};

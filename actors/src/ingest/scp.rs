@@ -16,6 +16,7 @@
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
 use std::time::Duration;
 
 use dicom_ul::association::server::{AccessControl, DefaultNegotiation};
@@ -33,6 +34,7 @@ use super::command::{
     parse_request, response, trim_uid, Request, STATUS_CANNOT_UNDERSTAND, STATUS_SUCCESS,
     STATUS_UNRECOGNIZED_OPERATION,
 };
+use super::drain::Drain;
 use super::messages::InstanceIngested;
 use super::writer::{available_space, Dirs, Expected, IncomingFile, IngestFailure};
 use super::IngestSettings;
@@ -93,6 +95,7 @@ pub struct Shared {
     pub store: Store,
     pub min_free_bytes: u64,
     pub events: Mailbox<IngestActor>,
+    pub drain: Arc<Drain>,
 }
 
 /// Why an association ended.
@@ -100,12 +103,16 @@ pub struct Shared {
 enum End {
     Released,
     PeerAborted,
+    /// The appliance is stopping; closed between requests with A-ABORT.
+    ShuttingDown,
     Lost(String),
     Violation(String),
 }
 
 /// Serves one connection until release, abort, error or idle timeout.
 pub fn serve(stream: TcpStream, peer: SocketAddr, shared: &Shared) {
+    // Lent to the drain while waiting between requests (see drain.rs).
+    let lent = stream.try_clone().ok();
     let mut assoc = match shared.options.establish(stream) {
         Ok(a) => a,
         Err(e) => {
@@ -130,11 +137,23 @@ pub fn serve(stream: TcpStream, peer: SocketAddr, shared: &Shared) {
         receiving: None,
         stored: 0,
     };
+    let member = shared.drain.join(lent);
     let end = 'pdus: loop {
+        // At shutdown an association closes between requests, never within one.
+        let waiting = session.between_requests();
+        if waiting && !member.idle() {
+            break End::ShuttingDown;
+        }
         // Linux drops quick-ACK mode on its own; re-arm it before each read so
         // a sender with Nagle on never waits for our delayed ACK (best effort).
         let _ = SockRef::from(&*assoc.inner_stream()).set_tcp_quickack(true);
-        let pdu = match assoc.receive() {
+        let received = assoc.receive();
+        if waiting && !member.busy() {
+            // Woken by the drain, or a request that came as it started: that
+            // request is left unanswered, for the sender to send again later.
+            break End::ShuttingDown;
+        }
+        let pdu = match received {
             Ok(pdu) => pdu,
             Err(e) => break End::Lost(e.to_string()),
         };
@@ -165,6 +184,7 @@ pub fn serve(stream: TcpStream, peer: SocketAddr, shared: &Shared) {
     // file is removed.
     let stored = session.stored;
     drop(session);
+    drop(member);
     match end {
         End::Released => {
             tracing::info!(%peer, stored, "association released");
@@ -174,6 +194,10 @@ pub fn serve(stream: TcpStream, peer: SocketAddr, shared: &Shared) {
         }
         End::Lost(error) => {
             tracing::info!(%peer, stored, %error, "association lost");
+        }
+        End::ShuttingDown => {
+            tracing::info!(%peer, stored, "association closed: the appliance is shutting down");
+            let _ = assoc.abort();
         }
         End::Violation(error) => {
             tracing::warn!(%peer, stored, %error, "protocol violation; aborting the association");
@@ -237,6 +261,11 @@ impl Sink {
 type Violation = String;
 
 impl Session {
+    /// No request is being received (nor its command gathered).
+    fn between_requests(&self) -> bool {
+        self.receiving.is_none() && self.command_pc.is_none() && self.command.is_empty()
+    }
+
     fn on_pdv(&mut self, pdv: PDataValue, shared: &Shared) -> Result<Option<Pdu>, Violation> {
         let pc = pdv.presentation_context_id;
         if !self.contexts.contains_key(&pc) {

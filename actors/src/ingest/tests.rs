@@ -619,6 +619,112 @@ async fn associations_beyond_the_cap_are_rejected_transiently() {
     }
 }
 
+/// The data PDV of part of a data set.
+fn data_pdv(pc: u8, data: &[u8], is_last: bool) -> Pdu {
+    Pdu::PData {
+        data: vec![PDataValue {
+            presentation_context_id: pc,
+            value_type: PDataValueType::Data,
+            is_last,
+            data: data.to_vec(),
+        }],
+    }
+}
+
+#[actix_rt::test]
+async fn at_shutdown_the_instance_being_received_is_finished_and_every_association_closed() {
+    let scp = Scp::start(|_| {});
+    let addr = scp.addr;
+    let inst = Instance::new(1, 1, EXPLICIT_VR_LE);
+    let data = explicit_dataset(&inst.dataset(64));
+    let (half_sent, half_sent_rx) = std::sync::mpsc::channel();
+    let (go_on, go_on_rx) = std::sync::mpsc::channel::<()>();
+    let sop = inst.sop.clone();
+    // Mid-instance when the shutdown comes: command and half the data set sent.
+    let busy = tokio::task::spawn_blocking(move || {
+        let mut assoc = client(addr);
+        let pc = assoc.presentation_contexts()[0].id;
+        let command = dimse::c_store_rq(1, CT_IMAGE_STORAGE, &sop).expect("command");
+        let (first, rest) = data.split_at(data.len() / 2);
+        assoc
+            .send(&Pdu::PData {
+                data: vec![PDataValue {
+                    presentation_context_id: pc,
+                    value_type: PDataValueType::Command,
+                    is_last: true,
+                    data: command,
+                }],
+            })
+            .expect("command");
+        assoc.send(&data_pdv(pc, first, false)).expect("first half");
+        half_sent.send(()).expect("test alive");
+        go_on_rx.recv().expect("test alive");
+        assoc.send(&data_pdv(pc, rest, true)).expect("second half");
+        let status = match assoc.receive().expect("response") {
+            Pdu::PData { data } => {
+                let bytes: Vec<u8> = data.into_iter().flat_map(|p| p.data).collect();
+                dimse::decode_response(&bytes).expect("decodes").status
+            }
+            other => panic!("expected the C-STORE response, got {other:?}"),
+        };
+        (status, assoc.receive().ok())
+    });
+    // Waiting for its next request when the shutdown comes.
+    let (idle_up, idle_up_rx) = std::sync::mpsc::channel();
+    let idle = tokio::task::spawn_blocking(move || {
+        let mut assoc = client(addr);
+        idle_up.send(()).expect("test alive");
+        let started = Instant::now();
+        (assoc.receive().ok(), started.elapsed())
+    });
+    tokio::task::spawn_blocking(move || {
+        half_sent_rx.recv().expect("busy association up");
+        idle_up_rx.recv().expect("idle association up");
+    })
+    .await
+    .expect("join");
+
+    let shutdown = actix_rt::spawn(scp._handle.mailbox.send(IngestShutdownRequested));
+    let (closed, waited) = idle.await.expect("join");
+    assert!(
+        matches!(closed, Some(Pdu::AbortRQ { .. })),
+        "the waiting association is closed with A-ABORT, got {closed:?}"
+    );
+    assert!(
+        waited < Duration::from_secs(5),
+        "closed at once, not at a timeout: {waited:?}"
+    );
+    assert!(
+        !shutdown.is_finished(),
+        "the shutdown waits for the instance being received"
+    );
+    go_on.send(()).expect("busy association alive");
+    let (status, after) = busy.await.expect("join");
+    assert_eq!(
+        status, 0x0000,
+        "the instance in flight is stored and answered"
+    );
+    assert!(
+        matches!(after, Some(Pdu::AbortRQ { .. })),
+        "then the association is closed with A-ABORT, got {after:?}"
+    );
+    actix_rt::time::timeout(Duration::from_secs(10), shutdown)
+        .await
+        .expect("the shutdown ends once every association has")
+        .expect("join")
+        .expect("delivered");
+    let stored = OpenFileOptions::new()
+        .open_file(scp.stored_path(&inst))
+        .expect("the finished instance is on disk and parses");
+    assert_eq!(text(&stored, tags::SOP_INSTANCE_UID), inst.sop);
+    assert!(scp
+        .store
+        .get_instance(&inst.sop)
+        .expect("catalog")
+        .is_some());
+    assert!(scp.incoming_is_empty());
+}
+
 // ---- measurement ----
 
 /// 600 CT instances of ~512 KiB sent by stock dcmtk storescu (one
