@@ -424,6 +424,73 @@ fn queued_dispatches_start_by_priority_then_age_and_pause_holds_them() {
     assert_eq!(order, ["s_high", "s_high2", "s_normal", "s_low"]);
 }
 
+/// `zip` with one byte of its central directory changed (the first entry's
+/// "version made by": the entries, and what they extract to, stay the same).
+fn with_changed_central_directory(zip: &bytes::Bytes) -> bytes::Bytes {
+    let mut changed = zip.to_vec();
+    let eocd = changed.len() - 22;
+    assert_eq!(
+        &changed[eocd..eocd + 4],
+        b"PK\x05\x06",
+        "no archive comment"
+    );
+    let cd =
+        u32::from_le_bytes(changed[eocd + 16..eocd + 20].try_into().expect("4 bytes")) as usize;
+    assert_eq!(&changed[cd..cd + 4], b"PK\x01\x02");
+    changed[cd + 4] ^= 0x01;
+    bytes::Bytes::from(changed)
+}
+
+#[test]
+fn an_archive_that_changes_between_its_tail_and_its_body_is_extracted_as_downloaded() {
+    let sim = sim();
+    let scp = StoreScp::start("PACS_A");
+    // Larger than the 1 MiB tail: the extraction that follows the download
+    // reads the entries from the spool file, the directory from the tail.
+    let (zip, sops) = study(2, 20, 64 * 1024);
+    assert!(zip.len() > 2 << 20);
+    let changed = with_changed_central_directory(&zip);
+    sim.put_download(EntityKind::Session, "sess_changed", zip);
+    sim.script_download(
+        EntityKind::Session,
+        "sess_changed",
+        vec![DownloadStep::Body(changed)],
+    );
+    let mut app = Appliance::start_with_nodes(
+        &sim.backend_url(),
+        json!([node("node_1", "PACS_A", scp.port)]),
+        None,
+    );
+    app.wait_ready(T);
+    assert!(sim.wait_connected(T));
+    assert!(sim.send_event(&dispatch_event(
+        "session",
+        "sess_changed",
+        "corr_changed",
+        &["node_1"],
+        "normal"
+    )));
+    let last = wait_final(&sim, "corr_changed", "node_1", T)
+        .unwrap_or_else(|| panic!("no final status:\n{}", app.logs()));
+    assert_eq!(last["status"], "completed", "{last}\n{}", app.logs());
+    assert_eq!(sim.tail_requests().len(), 1);
+    assert_eq!(sim.download_requests().len(), 1, "no second download");
+    let logs = app.logs();
+    assert!(
+        logs.contains("the archive's end changed between its two requests"),
+        "the change is noticed:\n{logs}"
+    );
+    // What the following extraction produced was dropped: the downloaded
+    // archive was extracted again, once, and its instances sent.
+    let extracted_whole = logs
+        .lines()
+        .filter(|l| l.contains("dispatch::extract") && l.contains("archive extracted"))
+        .filter(|l| !l.contains("while downloading"))
+        .count();
+    assert_eq!(extracted_whole, 1, "{logs}");
+    assert_eq!(scp.sop_uids(), sops);
+}
+
 #[test]
 fn the_archive_is_extracted_while_it_downloads_and_after_it_without_range_support() {
     let sim = sim();

@@ -81,7 +81,7 @@ pub(crate) fn serve(
     if !key_ok {
         return HttpResponse::Unauthorized().finish();
     }
-    let cut = match step {
+    let (cut, archive) = match step {
         Some(DownloadStep::Status(code)) => {
             let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             return HttpResponse::build(status).finish();
@@ -91,8 +91,9 @@ pub(crate) fn serve(
                 .insert_header((header::LOCATION, url))
                 .finish();
         }
-        Some(DownloadStep::CutAfter(n)) => Some(n),
-        Some(DownloadStep::Normal) | None => None,
+        Some(DownloadStep::CutAfter(n)) => (Some(n), archive),
+        Some(DownloadStep::Body(replacement)) => (None, Some(replacement)),
+        Some(DownloadStep::Normal) | None => (None, archive),
     };
     let Some(archive) = archive else {
         return HttpResponse::NotFound().finish();

@@ -61,6 +61,9 @@ pub enum DownloadStep {
     CutAfter(usize),
     /// `302 Found` with this `Location`.
     RedirectTo(String),
+    /// Serve these bytes instead of the stored archive (which stays stored):
+    /// the archive changed on the server between two requests.
+    Body(bytes::Bytes),
     /// Serve as if unscripted.
     Normal,
 }

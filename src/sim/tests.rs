@@ -362,6 +362,7 @@ async fn scripted_downloads() {
             DownloadStep::Status(500),
             DownloadStep::CutAfter(100_000),
             DownloadStep::RedirectTo("http://elsewhere.invalid/x".into()),
+            DownloadStep::Body(Bytes::from_static(b"another archive")),
             DownloadStep::Normal,
         ],
     );
@@ -398,6 +399,15 @@ async fn scripted_downloads() {
         "http://elsewhere.invalid/x"
     );
 
+    // The archive changed on the server: other bytes, ranges applied to them.
+    let mut resp = get()
+        .insert_header(("Range", "bytes=8-"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 206);
+    assert_eq!(&resp.body().await.unwrap()[..], b"archive");
+
     let mut resp = get().send().await.unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.body().limit(1 << 20).await.unwrap(), zip);
@@ -405,7 +415,7 @@ async fn scripted_downloads() {
     let (_, body, complete) = raw_get(sim.port(), "/api/proxy/sessions/s1/download");
     assert!(complete);
     assert_eq!(body, zip);
-    assert_eq!(sim.download_requests().len(), 6);
+    assert_eq!(sim.download_requests().len(), 7);
 }
 
 /// A GET with the key over a plain socket: (response head, de-chunked body, whether the
