@@ -19,6 +19,7 @@
 //!   untrusted data set with every declared length checked first.
 //! - `writer.rs`: one instance streamed to a temporary file, then checked,
 //!   fsynced, renamed into place and indexed.
+//! - `indexer.rs`: each association's catalog thread.
 //! - `drain.rs`: closing the associations at shutdown.
 //!
 //! # Blocking threads, not the async API
@@ -40,8 +41,8 @@
 //! streamed to `storage/.incoming/*.part` behind a built file meta group →
 //! header read back (up to Pixel Data) → UIDs checked and sanitised → fsync →
 //! rename over `storage/{study}/{series}/{sop}.dcm` (a duplicate replaces the
-//! old copy atomically) → directory fsync, and meanwhile on a second thread
-//! `Catalog::put_instance` (one transaction + flush) → C-STORE-RSP, one PDU in
+//! old copy atomically) → directory fsync, and meanwhile on the association's
+//! catalog thread `Catalog::put_instance` (one transaction + flush) → C-STORE-RSP, one PDU in
 //! one write on a TCP_NODELAY socket. Statuses: 0x0000 stored; 0xA700 disk floor or write failure;
 //! 0xA900 data set UIDs differ from the command's; 0xC000 unparseable or
 //! missing UIDs; 0xC001 a UID that is not digits and single dots; 0x0110 the
@@ -58,6 +59,7 @@ mod actor;
 mod command;
 mod drain;
 mod header;
+mod indexer;
 mod messages;
 mod scp;
 mod writer;

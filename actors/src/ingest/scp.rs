@@ -35,8 +35,9 @@ use super::command::{
     STATUS_UNRECOGNIZED_OPERATION,
 };
 use super::drain::Drain;
+use super::indexer::Indexer;
 use super::messages::InstanceIngested;
-use super::writer::{available_space, Dirs, Expected, IncomingFile, IngestFailure};
+use super::writer::{available_space, Dirs, Expected, IncomingDir, IncomingFile, IngestFailure};
 use super::IngestSettings;
 use crate::dimse::{C_ECHO_RQ, C_STORE_RQ, VERIFICATION_SOP_CLASS};
 use crate::health::Mailbox;
@@ -136,6 +137,8 @@ pub fn serve(stream: TcpStream, peer: SocketAddr, shared: &Shared) {
         command_pc: None,
         receiving: None,
         stored: 0,
+        indexer: Indexer::start(shared.store.clone()),
+        incoming: shared.dirs.association_incoming(),
     };
     let member = shared.drain.join(lent);
     let end = 'pdus: loop {
@@ -230,6 +233,8 @@ struct Session {
     /// The request whose data set is arriving.
     receiving: Option<Receiving>,
     stored: u64,
+    indexer: Indexer,
+    incoming: IncomingDir,
 }
 
 struct Receiving {
@@ -388,7 +393,7 @@ impl Session {
             transfer_syntax: self.contexts.get(&pc).cloned().unwrap_or_default(),
             calling_ae: self.calling_ae.clone(),
         };
-        match IncomingFile::create(&shared.dirs.incoming, expected) {
+        match IncomingFile::create(self.incoming.path(), expected) {
             Ok(file) => Sink::File(file),
             Err(e) => Sink::refused(&e),
         }
@@ -397,7 +402,7 @@ impl Session {
     /// The last data PDV arrived: commit (or not) and build the response.
     fn finish(&mut self, rx: Receiving, shared: &Shared) -> Result<Pdu, Violation> {
         let (status, comment) = match rx.sink {
-            Sink::File(file) => match file.commit(&shared.dirs, &shared.store) {
+            Sink::File(file) => match file.commit(&shared.dirs, &shared.store, &self.indexer) {
                 Ok(done) => {
                     self.stored += 1;
                     shared.events.do_send(InstanceIngested {

@@ -67,11 +67,24 @@ impl Scp {
         ))
     }
 
+    /// No temporary file in `.incoming` (an association's own directory
+    /// there goes when its thread ends, a moment after its last answer).
     fn incoming_is_empty(&self) -> bool {
-        std::fs::read_dir(self.dir.path().join("storage/.incoming"))
-            .expect("incoming dir")
-            .next()
-            .is_none()
+        fn has_file(dir: &Path) -> bool {
+            std::fs::read_dir(dir)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .any(|e| {
+                    let path = e.path();
+                    if path.is_dir() {
+                        has_file(&path)
+                    } else {
+                        true
+                    }
+                })
+        }
+        !has_file(&self.dir.path().join("storage/.incoming"))
     }
 
     /// Checks that every instance is stored, parses, matches what was sent
@@ -683,6 +696,12 @@ async fn at_shutdown_the_instance_being_received_is_finished_and_every_associati
     })
     .await
     .expect("join");
+    // The SCP has taken the request (its temporary file exists): it is mid-instance.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while scp.incoming_is_empty() {
+        assert!(Instant::now() < deadline, "the request was never taken");
+        actix_rt::time::sleep(Duration::from_millis(2)).await;
+    }
 
     let shutdown = actix_rt::spawn(scp._handle.mailbox.send(IngestShutdownRequested));
     let (closed, waited) = idle.await.expect("join");
