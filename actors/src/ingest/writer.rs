@@ -389,3 +389,38 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
 pub fn available_space(dir: &Path) -> io::Result<u64> {
     fs2::available_space(dir)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_up_removes_what_associations_left_in_incoming_and_nothing_else() {
+        let data = tempfile::tempdir().unwrap();
+        let dirs = Dirs::new(data.path());
+        fs::create_dir_all(&dirs.incoming).unwrap();
+        let left = dirs.association_incoming();
+        fs::write(left.path().join("1-7.part"), b"half an instance").unwrap();
+        std::mem::forget(left); // as after a kill -9: the directory stays
+        fs::write(dirs.incoming.join("1-8.part"), b"older layout").unwrap();
+        let kept = dirs.storage.join("1.2/1.2.3/1.2.3.4.dcm");
+        fs::create_dir_all(kept.parent().unwrap()).unwrap();
+        fs::write(&kept, b"stored").unwrap();
+
+        assert_eq!(dirs.prepare().unwrap(), 2);
+        assert_eq!(fs::read_dir(&dirs.incoming).unwrap().count(), 0);
+        assert!(kept.exists());
+    }
+
+    #[test]
+    fn an_association_directory_goes_when_the_association_does() {
+        let data = tempfile::tempdir().unwrap();
+        let dirs = Dirs::new(data.path());
+        dirs.prepare().unwrap();
+        let own = dirs.association_incoming();
+        let path = own.path().to_path_buf();
+        assert!(path.is_dir() && path.starts_with(&dirs.incoming));
+        drop(own);
+        assert!(!path.exists());
+    }
+}
