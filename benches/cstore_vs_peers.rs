@@ -247,6 +247,7 @@ fn main() {
     if !run_requested("cstore_vs_peers") {
         return;
     }
+    as_the_binary_runs();
     let count: usize = env_or("BENCH_INSTANCES", 600);
     let runs: usize = env_or("BENCH_RUNS", 3);
     let skip_stock = env_flag("BENCH_SKIP_STOCK");

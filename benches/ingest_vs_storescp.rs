@@ -136,6 +136,7 @@ fn main() {
     if !run_requested("ingest_vs_storescp") {
         return;
     }
+    as_the_binary_runs();
     let count: usize = env_or("BENCH_INSTANCES", 600);
     let runs: usize = env_or("BENCH_RUNS", 3);
     let mut report = Report::new("ingest_vs_storescp");

@@ -30,6 +30,16 @@ pub fn run_requested(name: &str) -> bool {
     }
 }
 
+/// What the `laminate-proxy` binary does first (`src/main.rs`), for the parts
+/// of the appliance these benches run in their own process: no library
+/// backtraces unless RUST_LIB_BACKTRACE asks (a shell with RUST_BACKTRACE=1
+/// would otherwise make the DICOM crates capture one per error they create).
+pub fn as_the_binary_runs() {
+    if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
+        std::env::set_var("RUST_LIB_BACKTRACE", "0");
+    }
+}
+
 /// An environment variable parsed, or the default.
 pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)
