@@ -19,6 +19,7 @@
 //!   untrusted data set with every declared length checked first.
 //! - `writer.rs`: one instance streamed to a temporary file, then checked,
 //!   fsynced, renamed into place and indexed.
+//! - `pdu_in.rs`: PDUs read off the socket whole, PDVs lent as slices.
 //! - `indexer.rs`: each association's catalog thread.
 //! - `drain.rs`: closing the associations at shutdown.
 //!
@@ -61,6 +62,7 @@ mod drain;
 mod header;
 mod indexer;
 mod messages;
+mod pdu_in;
 mod scp;
 mod writer;
 

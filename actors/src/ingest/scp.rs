@@ -37,6 +37,7 @@ use super::command::{
 use super::drain::Drain;
 use super::indexer::Indexer;
 use super::messages::InstanceIngested;
+use super::pdu_in::{PduError, PduReader, Pdv, Received};
 use super::writer::{available_space, Dirs, Expected, IncomingDir, IncomingFile, IngestFailure};
 use super::IngestSettings;
 use crate::dimse::{C_ECHO_RQ, C_STORE_RQ, VERIFICATION_SOP_CLASS};
@@ -141,6 +142,7 @@ pub fn serve(stream: TcpStream, peer: SocketAddr, shared: &Shared) {
         incoming: shared.dirs.association_incoming(),
     };
     let member = shared.drain.join(lent);
+    let mut pdus = PduReader::new(MAX_PDU_LENGTH);
     let end = 'pdus: loop {
         // At shutdown an association closes between requests, never within one.
         let waiting = session.between_requests();
@@ -150,19 +152,15 @@ pub fn serve(stream: TcpStream, peer: SocketAddr, shared: &Shared) {
         // Linux drops quick-ACK mode on its own; re-arm it before each read so
         // a sender with Nagle on never waits for our delayed ACK (best effort).
         let _ = SockRef::from(&*assoc.inner_stream()).set_tcp_quickack(true);
-        let received = assoc.receive();
+        let received = pdus.read(assoc.inner_stream());
         if waiting && !member.busy() {
             // Woken by the drain, or a request that came as it started: that
             // request is left unanswered, for the sender to send again later.
             break End::ShuttingDown;
         }
         let pdu = match received {
-            Ok(pdu) => pdu,
-            Err(e) => break End::Lost(e.to_string()),
-        };
-        match pdu {
-            Pdu::PData { data } => {
-                for pdv in data {
+            Ok(Received::PData(pdvs)) => {
+                for pdv in pdvs {
                     match session.on_pdv(pdv, shared) {
                         Ok(None) => {}
                         Ok(Some(reply)) => {
@@ -174,7 +172,13 @@ pub fn serve(stream: TcpStream, peer: SocketAddr, shared: &Shared) {
                         Err(violation) => break 'pdus End::Violation(violation),
                     }
                 }
+                continue;
             }
+            Ok(Received::Other(pdu)) => pdu,
+            Err(PduError::Io(e)) => break End::Lost(e.to_string()),
+            Err(PduError::Malformed(e)) => break End::Violation(e),
+        };
+        match pdu {
             Pdu::ReleaseRQ => {
                 let _ = assoc.send(&Pdu::ReleaseRP);
                 break End::Released;
@@ -271,7 +275,7 @@ impl Session {
         self.receiving.is_none() && self.command_pc.is_none() && self.command.is_empty()
     }
 
-    fn on_pdv(&mut self, pdv: PDataValue, shared: &Shared) -> Result<Option<Pdu>, Violation> {
+    fn on_pdv(&mut self, pdv: Pdv<'_>, shared: &Shared) -> Result<Option<Pdu>, Violation> {
         let pc = pdv.presentation_context_id;
         if !self.contexts.contains_key(&pc) {
             return Err(format!(
@@ -287,7 +291,7 @@ impl Session {
                     return Err("a command's fragments on different presentation contexts".into());
                 }
                 self.command_pc = Some(pc);
-                self.command.extend_from_slice(&pdv.data);
+                self.command.extend_from_slice(pdv.data);
                 if !pdv.is_last {
                     return Ok(None);
                 }
@@ -307,7 +311,7 @@ impl Session {
                     );
                 }
                 if let Sink::File(file) = &mut rx.sink {
-                    if let Err(e) = file.append(&pdv.data) {
+                    if let Err(e) = file.append(pdv.data) {
                         // Dropping the file removes it; the rest is read and discarded.
                         rx.sink = Sink::refused(&IngestFailure::Io(e));
                     }
