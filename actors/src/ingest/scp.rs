@@ -4,7 +4,9 @@
 //! Why each PDV: a sender may pack the command PDV and the data PDVs of an
 //! instance into one P-DATA-TF PDU (dcmtk's storescu does for small files),
 //! and dicom-ul's `receive_pdata` merges them. So the loop reads whole PDUs
-//! with `receive()` and feeds each PDV to a small state machine: a Command
+//! (`pdu_in.rs`: straight off the socket, PDVs lent as slices of one
+//! buffer; dicom-ul negotiates and writes) and feeds each PDV to a small
+//! state machine: a Command
 //! PDV (possibly fragmented) starts a request, Data PDVs stream into the
 //! instance's temporary file, the last Data PDV commits it and produces the
 //! response.
