@@ -9,7 +9,9 @@
 //! `extract.rs` the untrusted-archive extraction; `follow.rs` reading an archive
 //! while it downloads; `index.rs` DICOM headers;
 //! `retry.rs` the retry policy; `report.rs` `dispatch.status` events;
-//! `messages.rs` the messages.
+//! `messages.rs` the messages. Tests: `extract_tests.rs` (good and hostile
+//! archives, property tests), `index_tests.rs`, and `fixtures.rs` (DICOM files
+//! and zip archives built in code, hostile ones byte by byte).
 //!
 //! It may touch: the journal, catalog and outbox tables; `spool/` and `storage/`;
 //! the network (downloads from `api_url`, associations to configured nodes).
@@ -27,6 +29,13 @@ pub mod pipeline;
 pub mod report;
 pub mod retry;
 pub mod shared;
+
+#[cfg(test)]
+mod extract_tests;
+#[cfg(test)]
+mod fixtures;
+#[cfg(test)]
+mod index_tests;
 
 pub use dispatcher::Dispatcher;
 pub use messages::{
