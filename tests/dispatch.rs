@@ -32,13 +32,7 @@ fn a_session_dispatch_reaches_one_node_with_every_status_in_order() {
     let scp = StoreScp::start("PACS_A");
     let (zip, sops) = study(2, 5, 8 * 1024);
     sim.put_download(EntityKind::Session, "sess_1", zip);
-    let mut app = Appliance::start_with_nodes(
-        &sim.backend_url(),
-        json!([node("node_1", "PACS_A", scp.port)]),
-        None,
-    );
-    app.wait_ready(T);
-    assert!(sim.wait_connected(T));
+    let app = Appliance::with_one_node(&sim, scp.port, T);
     assert!(sim.send_event(&dispatch_event(
         "session",
         "sess_1",
@@ -205,13 +199,7 @@ fn download_errors_500_then_a_cut_body_are_retried_and_resumed() {
         "sess_r",
         vec![DownloadStep::Status(500), DownloadStep::CutAfter(cut)],
     );
-    let mut app = Appliance::start_with_nodes(
-        &sim.backend_url(),
-        json!([node("node_1", "PACS_A", scp.port)]),
-        None,
-    );
-    app.wait_ready(T);
-    assert!(sim.wait_connected(T));
+    let app = Appliance::with_one_node(&sim, scp.port, T);
     assert!(sim.send_event(&dispatch_event(
         "session",
         "sess_r",
@@ -252,13 +240,7 @@ fn not_found_and_rejected_downloads_fail_at_once() {
         "sess_403",
         vec![DownloadStep::Status(403)],
     );
-    let mut app = Appliance::start_with_nodes(
-        &sim.backend_url(),
-        json!([node("node_1", "PACS_A", scp.port)]),
-        None,
-    );
-    app.wait_ready(T);
-    assert!(sim.wait_connected(T));
+    let _app = Appliance::with_one_node(&sim, scp.port, T);
     assert!(sim.send_event(&dispatch_event(
         "session",
         "sess_missing",
@@ -456,13 +438,7 @@ fn an_archive_that_changes_between_its_tail_and_its_body_is_extracted_as_downloa
         "sess_changed",
         vec![DownloadStep::Body(changed)],
     );
-    let mut app = Appliance::start_with_nodes(
-        &sim.backend_url(),
-        json!([node("node_1", "PACS_A", scp.port)]),
-        None,
-    );
-    app.wait_ready(T);
-    assert!(sim.wait_connected(T));
+    let app = Appliance::with_one_node(&sim, scp.port, T);
     assert!(sim.send_event(&dispatch_event(
         "session",
         "sess_changed",
@@ -499,13 +475,7 @@ fn the_archive_is_extracted_while_it_downloads_and_after_it_without_range_suppor
     let (zip_b, sops_b) = study(1, 5, 4096);
     sim.put_download(EntityKind::Session, "sess_follow", zip_a);
     sim.put_download(EntityKind::Session, "sess_whole", zip_b);
-    let mut app = Appliance::start_with_nodes(
-        &sim.backend_url(),
-        json!([node("node_1", "PACS_A", scp.port)]),
-        None,
-    );
-    app.wait_ready(T);
-    assert!(sim.wait_connected(T));
+    let app = Appliance::with_one_node(&sim, scp.port, T);
     // The archive's end first (its central directory), then the body once.
     assert!(sim.send_event(&dispatch_event(
         "session",
@@ -559,13 +529,7 @@ fn kill_9_while_sending_resumes_after_restart_without_resending_acknowledged_ins
     let scp = StoreScp::start("PACS_A");
     let (zip, sops) = study(4, 400, 16 * 1024);
     sim.put_download(EntityKind::Session, "sess_big", zip);
-    let mut app = Appliance::start_with_nodes(
-        &sim.backend_url(),
-        json!([node("node_1", "PACS_A", scp.port)]),
-        None,
-    );
-    app.wait_ready(T);
-    assert!(sim.wait_connected(T));
+    let mut app = Appliance::with_one_node(&sim, scp.port, T);
     assert!(sim.send_event(&dispatch_event(
         "session",
         "sess_big",
@@ -672,13 +636,7 @@ fn hostile_archives_fail_and_write_nothing_outside_the_spool() {
     for (id, zip, _) in &cases {
         sim.put_download(EntityKind::Scan, id, zip.clone());
     }
-    let mut app = Appliance::start_with_nodes(
-        &sim.backend_url(),
-        json!([node("node_1", "PACS_A", scp.port)]),
-        None,
-    );
-    app.wait_ready(T);
-    assert!(sim.wait_connected(T));
+    let app = Appliance::with_one_node(&sim, scp.port, T);
     for (id, _, _) in &cases {
         assert!(sim.send_event(&dispatch_event(
             "scan",
@@ -733,13 +691,7 @@ fn replay_resends_from_the_cache_and_the_cli_lists_and_replays() {
     let scp = StoreScp::start("PACS_A");
     let (zip, sops) = study(1, 4, 4096);
     sim.put_download(EntityKind::Session, "sess_rp", zip);
-    let mut app = Appliance::start_with_nodes(
-        &sim.backend_url(),
-        json!([node("node_1", "PACS_A", scp.port)]),
-        None,
-    );
-    app.wait_ready(T);
-    assert!(sim.wait_connected(T));
+    let app = Appliance::with_one_node(&sim, scp.port, T);
     assert!(sim.send_event(&dispatch_event(
         "session",
         "sess_rp",
@@ -910,13 +862,7 @@ fn sigterm_while_sending_exits_cleanly_in_time_and_the_restart_resends_nothing()
     let scp = StoreScp::start("PACS_A");
     let (zip, sops) = study(4, 400, 16 * 1024);
     sim.put_download(EntityKind::Session, "sess_term", zip);
-    let mut app = Appliance::start_with_nodes(
-        &sim.backend_url(),
-        json!([node("node_1", "PACS_A", scp.port)]),
-        None,
-    );
-    app.wait_ready(T);
-    assert!(sim.wait_connected(T));
+    let mut app = Appliance::with_one_node(&sim, scp.port, T);
     assert!(sim.send_event(&dispatch_event(
         "session",
         "sess_term",
@@ -1034,13 +980,7 @@ fn a_redirect_to_another_origin_is_refused() {
         "sess_redir",
         vec![DownloadStep::RedirectTo(elsewhere)],
     );
-    let mut app = Appliance::start_with_nodes(
-        &sim.backend_url(),
-        json!([node("node_1", "PACS_A", scp.port)]),
-        None,
-    );
-    app.wait_ready(T);
-    assert!(sim.wait_connected(T));
+    let _app = Appliance::with_one_node(&sim, scp.port, T);
     assert!(sim.send_event(&dispatch_event(
         "session",
         "sess_redir",

@@ -420,13 +420,7 @@ fn many_live_feed_clients_at_once_and_one_that_never_reads_is_dropped_alone() {
     let scp = StoreScp::start("PACS_A");
     let (zip, _) = study(2, 40, 16 * 1024);
     sim.put_download(EntityKind::Session, "sess_1", zip);
-    let mut app = Appliance::start_with_nodes(
-        &sim.backend_url(),
-        json!([node("node_1", "PACS_A", scp.port)]),
-        None,
-    );
-    app.wait_ready(T);
-    assert!(sim.wait_connected(T));
+    let app = Appliance::with_one_node(&sim, scp.port, T);
     let ws_url = format!("ws://127.0.0.1:{}/ws", app.http_port);
 
     let stuck = stuck_client(app.http_port);

@@ -132,13 +132,7 @@ fn a_browser_watches_a_dispatch_complete_live_and_replays_it() {
         .zip_bytes()
         .expect("study zip");
     sim.put_download(EntityKind::Session, "sess_1", zip);
-    let mut app = Appliance::start_with_nodes(
-        &sim.backend_url(),
-        json!([node("node_1", "PACS_A", scp.port)]),
-        None,
-    );
-    app.wait_ready(T);
-    assert!(sim.wait_connected(T));
+    let app = Appliance::with_one_node(&sim, scp.port, T);
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -320,13 +314,7 @@ fn without_javascript_the_page_reads_and_its_buttons_work() {
         .zip_bytes()
         .expect("study zip");
     sim.put_download(EntityKind::Scan, "scan_1", zip);
-    let mut app = Appliance::start_with_nodes(
-        &sim.backend_url(),
-        json!([node("node_1", "PACS_A", scp.port)]),
-        None,
-    );
-    app.wait_ready(T);
-    assert!(sim.wait_connected(T));
+    let app = Appliance::with_one_node(&sim, scp.port, T);
     assert!(sim.send_event(&dispatch_event(
         "scan",
         "scan_1",

@@ -100,6 +100,19 @@ impl Appliance {
         a
     }
 
+    /// Started with one node, `node_1` (AE `PACS_A`) at `port`, and waited for
+    /// until it is ready and connected to `sim`.
+    pub fn with_one_node(sim: &BackendSim, port: u16, timeout: Duration) -> Appliance {
+        let mut app = Appliance::start_with_nodes(
+            &sim.backend_url(),
+            json!([node("node_1", "PACS_A", port)]),
+            None,
+        );
+        app.wait_ready(timeout);
+        assert!(sim.wait_connected(timeout));
+        app
+    }
+
     /// Keeps a temporary directory alive as long as the appliance.
     pub fn keep_dir(&mut self, dir: tempfile::TempDir) {
         self._tmp = Some(dir);
