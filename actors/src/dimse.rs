@@ -6,6 +6,7 @@ use dicom_core::{DataElement, PrimitiveValue, VR};
 use dicom_dictionary_std::tags;
 use dicom_object::InMemDicomObject;
 use dicom_transfer_syntax_registry::entries::IMPLICIT_VR_LITTLE_ENDIAN;
+use dicom_ul::pdu::{PDataValue, PDataValueType, Pdu};
 
 pub const VERIFICATION_SOP_CLASS: &str = "1.2.840.10008.1.1";
 pub const IMPLICIT_VR_LE: &str = "1.2.840.10008.1.2";
@@ -26,6 +27,18 @@ pub enum DimseError {
     Decode(String),
     #[error("the command set lacks {0}")]
     Missing(&'static str),
+}
+
+/// A whole command set as one P-DATA-TF PDU with one (last) command PDV.
+pub fn command_pdu(presentation_context_id: u8, command: Vec<u8>) -> Pdu {
+    Pdu::PData {
+        data: vec![PDataValue {
+            presentation_context_id,
+            value_type: PDataValueType::Command,
+            is_last: true,
+            data: command,
+        }],
+    }
 }
 
 /// Encodes a command set.

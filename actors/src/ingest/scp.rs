@@ -24,8 +24,8 @@ use std::time::Duration;
 use dicom_ul::association::server::{AccessControl, DefaultNegotiation};
 use dicom_ul::association::Association;
 use dicom_ul::pdu::{
-    AssociationRJServiceUserReason, PDataValue, PDataValueType, Pdu,
-    PresentationContextResultReason, UserIdentity,
+    AssociationRJServiceUserReason, PDataValueType, Pdu, PresentationContextResultReason,
+    UserIdentity,
 };
 use dicom_ul::ServerAssociationOptions;
 use laminate_store::Store;
@@ -437,12 +437,5 @@ impl Session {
 /// A response command set as one P-DATA-TF PDU with one PDV.
 fn reply(pc: u8, request: &Request, status: u16, comment: Option<&str>) -> Result<Pdu, Violation> {
     let data = response(request, status, comment).map_err(|e| e.to_string())?;
-    Ok(Pdu::PData {
-        data: vec![PDataValue {
-            presentation_context_id: pc,
-            value_type: PDataValueType::Command,
-            is_last: true,
-            data,
-        }],
-    })
+    Ok(crate::dimse::command_pdu(pc, data))
 }

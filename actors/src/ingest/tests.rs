@@ -660,14 +660,7 @@ async fn at_shutdown_the_instance_being_received_is_finished_and_every_associati
         let command = dimse::c_store_rq(1, CT_IMAGE_STORAGE, &sop).expect("command");
         let (first, rest) = data.split_at(data.len() / 2);
         assoc
-            .send(&Pdu::PData {
-                data: vec![PDataValue {
-                    presentation_context_id: pc,
-                    value_type: PDataValueType::Command,
-                    is_last: true,
-                    data: command,
-                }],
-            })
+            .send(&dimse::command_pdu(pc, command))
             .expect("command");
         assoc.send(&data_pdv(pc, first, false)).expect("first half");
         half_sent.send(()).expect("test alive");

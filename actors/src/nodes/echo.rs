@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use dicom_ul::association::client::ClientAssociationOptions;
-use dicom_ul::pdu::{PDataValue, PDataValueType, Pdu};
+use dicom_ul::pdu::Pdu;
 
 use crate::dimse::{self, C_ECHO_RSP, VERIFICATION_SOP_CLASS};
 
@@ -51,14 +51,7 @@ pub fn c_echo(
     let command = dimse::c_echo_rq(1).map_err(|e| EchoError::Exchange(e.to_string()))?;
     let exchange = (|| {
         assoc
-            .send(&Pdu::PData {
-                data: vec![PDataValue {
-                    presentation_context_id: pc_id,
-                    value_type: PDataValueType::Command,
-                    is_last: true,
-                    data: command,
-                }],
-            })
+            .send(&dimse::command_pdu(pc_id, command))
             .map_err(|e| EchoError::Exchange(e.to_string()))?;
         match assoc
             .receive()

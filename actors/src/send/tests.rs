@@ -16,7 +16,7 @@ use dicom_dictionary_std::{tags, uids};
 use dicom_object::{FileMetaTableBuilder, InMemDicomObject, OpenFileOptions};
 use dicom_transfer_syntax_registry::entries::IMPLICIT_VR_LITTLE_ENDIAN;
 use dicom_ul::association::server::ServerAssociationOptions;
-use dicom_ul::pdu::{PDataValue, PDataValueType, Pdu};
+use dicom_ul::pdu::{PDataValueType, Pdu};
 
 use super::*;
 use crate::dimse::{self, EXPLICIT_VR_LE, IMPLICIT_VR_LE};
@@ -836,16 +836,7 @@ fn counting_status_scp(
                                 ),
                             ])
                             .expect("rsp");
-                            assoc
-                                .send(&Pdu::PData {
-                                    data: vec![PDataValue {
-                                        presentation_context_id: pc,
-                                        value_type: PDataValueType::Command,
-                                        is_last: true,
-                                        data: rsp,
-                                    }],
-                                })
-                                .expect("send rsp");
+                            assoc.send(&dimse::command_pdu(pc, rsp)).expect("send rsp");
                         }
                     }
                 }
