@@ -458,14 +458,19 @@ mod tests {
         assert_eq!(s.journal_get("nope").expect("get"), None);
     }
 
-    #[test]
-    fn acks_are_per_node_and_can_be_cleared() {
-        let s = Store::open_temporary().expect("open");
-        let ok = Ack {
+    /// The acknowledgement of an instance stored with status 0x0000.
+    fn stored() -> Ack {
+        Ack {
             stored: true,
             status: Some(0),
             error: None,
-        };
+        }
+    }
+
+    #[test]
+    fn acks_are_per_node_and_can_be_cleared() {
+        let s = Store::open_temporary().expect("open");
+        let ok = stored();
         s.journal_ack("d1", "n1", "1.2.3", &ok).expect("ack");
         s.journal_ack("d1", "n1", "1.2.4", &ok).expect("ack");
         s.journal_ack("d1", "n2", "1.2.3", &ok).expect("ack");
@@ -481,11 +486,7 @@ mod tests {
     #[test]
     fn deferred_acks_are_read_at_once_and_kept_after_a_flush() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let ok = Ack {
-            stored: true,
-            status: Some(0),
-            error: None,
-        };
+        let ok = stored();
         {
             let s = Store::open(dir.path()).expect("open");
             s.journal_ack_deferred("d1", "n1", "1.2.3", &ok)
