@@ -16,7 +16,7 @@
 use std::collections::HashMap;
 use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use crate::health::lock;
 
@@ -31,7 +31,7 @@ pub struct Drain {
 struct State {
     draining: bool,
     /// The sockets of the associations waiting between requests.
-    idle: HashMap<u64, TcpStream>,
+    idle: HashMap<u64, Arc<TcpStream>>,
 }
 
 /// One association's place in the [`Drain`]; leaving is dropping it.
@@ -39,7 +39,8 @@ struct State {
 pub struct Member<'a> {
     drain: &'a Drain,
     id: u64,
-    socket: Option<TcpStream>,
+    /// Shared, not cloned per wait: going idle happens once per instance.
+    socket: Option<Arc<TcpStream>>,
 }
 
 impl Drain {
@@ -54,7 +55,7 @@ impl Drain {
         Member {
             drain: self,
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
-            socket,
+            socket: socket.map(Arc::new),
         }
     }
 
@@ -84,8 +85,8 @@ impl Member<'_> {
         if st.draining {
             return false;
         }
-        if let Some(socket) = self.socket.as_ref().and_then(|s| s.try_clone().ok()) {
-            st.idle.insert(self.id, socket);
+        if let Some(socket) = &self.socket {
+            st.idle.insert(self.id, socket.clone());
         }
         true
     }

@@ -140,8 +140,8 @@ pub fn serve(stream: TcpStream, peer: SocketAddr, shared: &Shared) {
         command_pc: None,
         receiving: None,
         stored: 0,
-        indexer: Indexer::start(shared.store.clone()),
-        incoming: shared.dirs.association_incoming(),
+        indexer: None,
+        incoming: None,
     };
     let member = shared.drain.join(lent);
     let mut pdus = PduReader::new(MAX_PDU_LENGTH);
@@ -239,8 +239,10 @@ struct Session {
     /// The request whose data set is arriving.
     receiving: Option<Receiving>,
     stored: u64,
-    indexer: Indexer,
-    incoming: IncomingDir,
+    /// The catalog thread and the temporary directory, made at the first
+    /// C-STORE (an association that only echoes needs neither).
+    indexer: Option<Indexer>,
+    incoming: Option<IncomingDir>,
 }
 
 struct Receiving {
@@ -376,7 +378,7 @@ impl Session {
 
     /// Where a C-STORE's data set goes: a temporary file, or nowhere with a
     /// failure status when the instance cannot be taken.
-    fn open(&self, pc: u8, request: &Request, shared: &Shared) -> Sink {
+    fn open(&mut self, pc: u8, request: &Request, shared: &Shared) -> Sink {
         if request.sop_instance_uid.is_empty() || request.sop_class_uid.is_empty() {
             return Sink::refused(&IngestFailure::MissingUid(
                 "AffectedSOPClassUID or AffectedSOPInstanceUID (command)",
@@ -399,7 +401,10 @@ impl Session {
             transfer_syntax: self.contexts.get(&pc).cloned().unwrap_or_default(),
             calling_ae: self.calling_ae.clone(),
         };
-        match IncomingFile::create(self.incoming.path(), expected) {
+        let incoming = self
+            .incoming
+            .get_or_insert_with(|| shared.dirs.association_incoming());
+        match IncomingFile::create(incoming.path(), expected) {
             Ok(file) => Sink::File(file),
             Err(e) => Sink::refused(&e),
         }
@@ -408,18 +413,23 @@ impl Session {
     /// The last data PDV arrived: commit (or not) and build the response.
     fn finish(&mut self, rx: Receiving, shared: &Shared) -> Result<Pdu, Violation> {
         let (status, comment) = match rx.sink {
-            Sink::File(file) => match file.commit(&shared.dirs, &shared.store, &self.indexer) {
-                Ok(done) => {
-                    self.stored += 1;
-                    shared.events.do_send(InstanceIngested {
-                        sop_instance_uid: done.sop_instance_uid,
-                        study_instance_uid: done.study_instance_uid,
-                        bytes: done.bytes,
-                    });
-                    (STATUS_SUCCESS, None)
+            Sink::File(file) => {
+                let indexer = self
+                    .indexer
+                    .get_or_insert_with(|| Indexer::start(shared.store.clone()));
+                match file.commit(&shared.dirs, &shared.store, indexer) {
+                    Ok(done) => {
+                        self.stored += 1;
+                        shared.events.do_send(InstanceIngested {
+                            sop_instance_uid: done.sop_instance_uid,
+                            study_instance_uid: done.study_instance_uid,
+                            bytes: done.bytes,
+                        });
+                        (STATUS_SUCCESS, None)
+                    }
+                    Err(e) => (e.status(), Some(e.to_string())),
                 }
-                Err(e) => (e.status(), Some(e.to_string())),
-            },
+            }
             Sink::Refused { status, comment } => (status, Some(comment)),
         };
         if let Some(comment) = &comment {
