@@ -596,6 +596,35 @@ async fn an_abort_mid_instance_leaves_no_temporary_file() {
 }
 
 #[actix_rt::test]
+async fn a_malformed_pdu_aborts_only_its_association() {
+    use std::io::Write;
+    let scp = Scp::start(|_| {});
+    let addr = scp.addr;
+    let (reply, other) = tokio::task::spawn_blocking(move || {
+        let mut bad = client(addr);
+        let mut good = client(addr);
+        // A P-DATA-TF whose PDV item claims 100 bytes in a PDU of 8.
+        bad.inner_stream()
+            .write_all(&[0x04, 0, 0, 0, 0, 8, 0, 0, 0, 100, 1, 3, 0, 0])
+            .expect("write");
+        let reply = bad.receive().ok();
+        // The other association is served as if nothing happened.
+        let inst = Instance::new(1, 1, EXPLICIT_VR_LE);
+        let status = store_packed(&mut good, 1, &inst.sop, explicit_dataset(&inst.dataset(8)));
+        good.release().expect("release");
+        (reply, status)
+    })
+    .await
+    .expect("join");
+    assert!(
+        matches!(reply, Some(Pdu::AbortRQ { .. })),
+        "the malformed association is aborted, got {reply:?}"
+    );
+    assert_eq!(other, 0x0000);
+    assert_eq!(scp.store.figures().expect("figures").instances, 1);
+}
+
+#[actix_rt::test]
 async fn associations_beyond_the_cap_are_rejected_transiently() {
     let scp = Scp::start(|s| s.max_associations = 1);
     let addr = scp.addr;
