@@ -198,10 +198,10 @@ fn main() {
     // Two rows explain the others rather than being targets: the disk doing
     // what our SCP does per instance, and the sender against a receiver that
     // stores nothing (its own floor).
-    let ignoring = StoreScp::ignoring("IGNORING");
     let mut rows: Vec<Measured> = vec![Measured::new(DISK, "–", 0), Measured::new(PLACED, "–", 0)];
     // BENCH_ONLY_OURS=1: the disk and our SCP only, to iterate on our side.
     let peers = !env_flag("BENCH_ONLY_OURS");
+    let ignoring = (peers && shim.is_some()).then(|| StoreScp::ignoring("IGNORING"));
     for procs in [1, 4] {
         rows.push(Measured::new("ours (IngestActor)", "storescu stock", procs));
         if peers {
@@ -236,13 +236,10 @@ fn main() {
                     storescp.clear();
                     t
                 }
-                (SENDER_FLOOR, _) => dcmtk_storescu(
-                    &files,
-                    ignoring.port,
-                    &ignoring.ae,
-                    row.assoc,
-                    shim.as_deref(),
-                ),
+                (SENDER_FLOOR, _) => {
+                    let to = ignoring.as_ref().expect("started with the floor rows");
+                    dcmtk_storescu(&files, to.port, &to.ae, row.assoc, shim.as_deref())
+                }
                 (disk_row, _) => {
                     let _ = std::fs::remove_dir_all(&fsync_dir);
                     std::fs::create_dir_all(&fsync_dir).expect("mkdir");
@@ -273,14 +270,8 @@ fn main() {
             .map(|t| format!("{:.2}", t.as_secs_f64()))
             .collect();
         report.line(format!(
-            "| {} | {} | {} | {:.2} | {} | {:.1} |",
-            row.receiver,
-            row.sender,
-            if row.assoc == 0 {
-                "–".to_owned()
-            } else {
-                row.assoc.to_string()
-            },
+            "| {} | {:.2} | {} | {:.1} |",
+            row.label(),
             row.median().as_secs_f64(),
             each.join(" / "),
             rate(row.median())
@@ -383,6 +374,16 @@ impl Measured {
     fn median(&self) -> Duration {
         median(self.runs.clone())
     }
+
+    /// The row's first three cells: receiver, sender, associations.
+    fn label(&self) -> String {
+        let assoc = if self.assoc == 0 {
+            "–".to_owned()
+        } else {
+            self.assoc.to_string()
+        };
+        format!("{} | {} | {assoc}", self.receiver, self.sender)
+    }
 }
 
 /// What each row asked of the disk, per instance, averaged over its runs: a
@@ -403,14 +404,8 @@ fn disk_requests(rows: &[Measured], count: usize, report: &mut Report) {
             row.disk.iter().map(f).sum::<u64>() as f64 / (row.disk.len() * count) as f64
         };
         report.line(format!(
-            "| {} | {} | {} | {:.2} | {:.1} | {:.0} | {:.2} |",
-            row.receiver,
-            row.sender,
-            if row.assoc == 0 {
-                "–".to_owned()
-            } else {
-                row.assoc.to_string()
-            },
+            "| {} | {:.2} | {:.1} | {:.0} | {:.2} |",
+            row.label(),
             per(|d| d.flushes),
             per(|d| d.writes),
             per(|d| d.sectors_written) / 2.0,
