@@ -562,6 +562,7 @@ fn end_to_end(work: &Path, runs: usize, report: &mut Report) -> String {
         proxy_key: KEY.into(),
         dest: dest.clone(),
         tls: laminate_actors::link::tls::client_config(None).expect("tls"),
+        idle_timeout: laminate_actors::dispatch::download::IDLE_TIMEOUT,
     };
     let dl = median_of(
         runs,

@@ -135,6 +135,8 @@ pub struct Board {
     pub counters: Counters,
     /// Instances and bytes sent per node, C-STORE round trips.
     pub sent: SendStats,
+    /// Every running dispatch job's stages and their last progress.
+    pub stages: crate::dispatch::watchdog::Watchdogs,
     feed: Feed,
     recent: RecentEvents,
     link: Mutex<LinkView>,

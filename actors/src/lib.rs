@@ -32,6 +32,8 @@ pub mod deletion;
 pub mod dimse;
 pub mod dispatch;
 pub mod envelope;
+#[cfg(feature = "fault-injection")]
+pub mod faults;
 pub mod feed;
 pub mod health;
 pub mod heartbeat;

@@ -70,6 +70,7 @@ pub fn start(cfg: SystemConfig) -> Running {
             limits: ExtractLimits::default(),
             send: SendOptions::default(),
             board: board.clone(),
+            stage_limits: crate::dispatch::shared::StageLimits::from_env(),
         };
         let (hc, b) = (h.clone(), board.clone());
         let (nodes, settings, status) = (

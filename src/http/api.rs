@@ -43,8 +43,31 @@ pub async fn status(state: web::Data<AppState>) -> HttpResponse {
 }
 
 pub async fn actors(state: web::Data<AppState>) -> HttpResponse {
-    HttpResponse::Ok().json(state.running.board.health.reports())
+    HttpResponse::Ok().json(actors_json(&state.running.board))
 }
+
+/// `/api/actors`: every actor's health; the dispatch jobs' row adds `stages`,
+/// each running job's stages with the time since their last progress (what
+/// the stage watchdog judges).
+pub fn actors_json(board: &laminate_actors::board::Board) -> Value {
+    let stages = board.stages.reports();
+    let rows: Vec<Value> = board
+        .health
+        .reports()
+        .into_iter()
+        .map(|r| {
+            let mut v = json!(r);
+            if r.name == JOBS_ACTOR {
+                v["stages"] = json!(stages);
+            }
+            v
+        })
+        .collect();
+    Value::Array(rows)
+}
+
+/// The health registry's name of the dispatch jobs' pool.
+const JOBS_ACTOR: &str = "dispatch-jobs";
 
 /// The `link` object of `/api/status` (also the `link.status` feed message).
 pub fn link_json(link: &LinkView) -> Value {

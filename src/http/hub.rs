@@ -14,7 +14,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use laminate_actors::feed::FeedEvent;
-use laminate_actors::health::ActorReport;
 use laminate_store::Journal;
 use serde_json::{json, Value};
 use tokio::sync::broadcast::{self, error::RecvError};
@@ -75,7 +74,7 @@ impl Hub {
 async fn run(state: AppState, tx: broadcast::Sender<Message>) {
     let board = state.running.board.clone();
     let mut feed = board.subscribe();
-    let mut actors: BTreeMap<String, ActorReport> = BTreeMap::new();
+    let mut actors: BTreeMap<String, Value> = BTreeMap::new();
     let mut store = Value::Null;
     let mut tick = tokio::time::interval(ACTOR_POLL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -103,10 +102,15 @@ async fn run(state: AppState, tx: broadcast::Sender<Message>) {
                 Err(RecvError::Closed) => return,
             },
             _ = tick.tick() => {
-                for report in board.health.reports() {
-                    if actors.get(&report.name) != Some(&report) {
-                        let _ = tx.send(message("actor.status", "actor", json!(report)));
-                        actors.insert(report.name.clone(), report);
+                let rows = match super::api::actors_json(&board) {
+                    Value::Array(rows) => rows,
+                    _ => Vec::new(),
+                };
+                for report in rows {
+                    let name = report["name"].as_str().unwrap_or_default().to_owned();
+                    if actors.get(&name) != Some(&report) {
+                        let _ = tx.send(message("actor.status", "actor", report.clone()));
+                        actors.insert(name, report);
                     }
                 }
                 ticks = ticks.wrapping_add(1);

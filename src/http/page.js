@@ -129,8 +129,13 @@
 
   function actorRow(a) {
     var state = text(a.state);
+    var name = el("td", null, text(a.name));
+    (a.stages || []).forEach(function (s) {
+      name.appendChild(el("div", { "class": "stage" }, text(s.dispatch_id) + ": " + text(s.stage) +
+        (s.node_id ? " → " + s.node_id : "") + ", " + text(s.since_progress_s) + " s since progress"));
+    });
     return el("tr", { "data-actor": text(a.name) },
-      el("td", null, text(a.name)),
+      name,
       el("td", { "class": "state state-" + state }, state),
       el("td", null, text(a.restarts)),
       el("td", { "class": "error" }, a.last_error || ""),

@@ -262,8 +262,10 @@ fn render(state: &AppState, flash: Option<(String, bool)>) -> String {
     h.push_str(
         r#"<section id="actors"><h2>Actors</h2><table><thead><tr><th>Actor</th><th>State</th><th>Restarts</th><th>Last error</th><th>Mailbox</th></tr></thead><tbody id="actor-rows">"#,
     );
-    for a in board.health.reports() {
-        actor_row(&mut h, &serde_json::json!(a));
+    if let Value::Array(rows) = super::api::actors_json(board) {
+        for a in &rows {
+            actor_row(&mut h, a);
+        }
     }
     h.push_str("</tbody></table></section>\n");
 
@@ -382,11 +384,32 @@ fn dispatch_summary(d: &Value) -> String {
     )
 }
 
+/// The running jobs' stages under the jobs' actor name: what each waits on
+/// and for how long it has made no progress.
+fn stage_lines(a: &Value) -> String {
+    let mut out = String::new();
+    for s in a["stages"].as_array().into_iter().flatten() {
+        let node = s["node_id"]
+            .as_str()
+            .map(|n| format!(" → {}", esc(n)))
+            .unwrap_or_default();
+        let _ = write!(
+            out,
+            r#"<div class="stage">{id}: {stage}{node}, {idle} s since progress</div>"#,
+            id = esc(&text(&s["dispatch_id"])),
+            stage = esc(&text(&s["stage"])),
+            idle = esc(&text(&s["since_progress_s"])),
+        );
+    }
+    out
+}
+
 fn actor_row(h: &mut String, a: &Value) {
     let state = text(&a["state"]);
     let _ = write!(
         h,
-        r#"<tr data-actor="{name}"><td>{name}</td><td class="state state-{state}">{state}</td><td>{restarts}</td><td class="error">{err}</td><td>{mailbox}</td></tr>"#,
+        r#"<tr data-actor="{name}"><td>{name}{stages}</td><td class="state state-{state}">{state}</td><td>{restarts}</td><td class="error">{err}</td><td>{mailbox}</td></tr>"#,
+        stages = stage_lines(a),
         name = esc(&text(&a["name"])),
         state = esc(&state),
         restarts = esc(&text(&a["restarts"])),

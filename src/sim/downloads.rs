@@ -91,6 +91,11 @@ pub(crate) fn serve(
                 .insert_header((header::LOCATION, url))
                 .finish();
         }
+        Some(DownloadStep::Stall) => {
+            return HttpResponse::Ok()
+                .content_type("application/zip")
+                .streaming(stream::pending::<Result<Bytes, io::Error>>());
+        }
         Some(DownloadStep::CutAfter(n)) => (Some(n), archive),
         Some(DownloadStep::Body(replacement)) => (None, Some(replacement)),
         Some(DownloadStep::Normal) | None => (None, archive),

@@ -64,6 +64,9 @@ pub enum DownloadStep {
     /// Serve these bytes instead of the stored archive (which stays stored):
     /// the archive changed on the server between two requests.
     Body(bytes::Bytes),
+    /// Send a 200 head and then nothing, ever (a stalled CDN or gateway): the
+    /// client has to give up on its own idle timeout.
+    Stall,
     /// Serve as if unscripted.
     Normal,
 }

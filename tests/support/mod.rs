@@ -72,6 +72,8 @@ pub struct Appliance {
     pub data_dir: PathBuf,
     pub http_port: u16,
     pub args: Vec<String>,
+    /// Extra environment for the process (e.g. test-build timeouts).
+    pub env: Vec<(String, String)>,
     runs: usize,
     _tmp: Option<tempfile::TempDir>,
 }
@@ -151,6 +153,7 @@ impl Appliance {
             data_dir,
             http_port,
             args,
+            env: Vec::new(),
             runs: 0,
             _tmp: None,
         }
@@ -167,6 +170,7 @@ impl Appliance {
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("HOME", &self.dir)
             .env("RUST_LOG", "debug")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::from(out))
             .stderr(Stdio::from(err))

@@ -19,7 +19,8 @@ use super::follow::Tail;
 
 /// Deadline for the response head.
 pub const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
-/// A body that sends nothing for this long is a transient failure.
+/// A body that sends nothing for this long is a transient failure (the
+/// default of [`Download::idle_timeout`]).
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Same-origin redirects followed at most.
 const MAX_REDIRECTS: usize = 5;
@@ -57,6 +58,8 @@ pub struct Download {
     pub proxy_key: String,
     pub dest: PathBuf,
     pub tls: Arc<rustls::ClientConfig>,
+    /// A body that sends nothing for this long is a transient failure.
+    pub idle_timeout: Duration,
 }
 
 /// Fetches the archive into `dest`, resuming a partial file when the server allows;
@@ -101,12 +104,12 @@ pub async fn download(d: &Download, progress: &dyn Fn(u64)) -> Result<u64, Downl
     let mut written = if append { have } else { 0 };
     progress(written);
     loop {
-        let chunk = match tokio::time::timeout(IDLE_TIMEOUT, resp.next()).await {
+        let chunk = match tokio::time::timeout(d.idle_timeout, resp.next()).await {
             Err(_) => {
                 let _ = file.sync_all().await;
                 return Err(DownloadError::Transient(format!(
                     "no data for {} s",
-                    IDLE_TIMEOUT.as_secs()
+                    d.idle_timeout.as_secs()
                 )));
             }
             Ok(None) => break,
@@ -223,7 +226,7 @@ pub async fn fetch_tail(d: &Download, max_len: u64) -> Option<Tail> {
         (start, Some(total)) if start < total && total - start <= max_len => (start, total),
         _ => return None,
     };
-    let body = tokio::time::timeout(IDLE_TIMEOUT, resp.body().limit(max_len as usize))
+    let body = tokio::time::timeout(d.idle_timeout, resp.body().limit(max_len as usize))
         .await
         .ok()?
         .ok()?;

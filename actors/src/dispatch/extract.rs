@@ -34,6 +34,7 @@ use async_zip::spec::headers1::Compression;
 use futures_util::io::{AllowStdIo, AsyncRead, AsyncReadExt};
 
 use super::follow::{DownloadProgress, FollowedArchive, Tail};
+use super::watchdog::Beat;
 
 /// 50 GiB uncompressed in all (PROTOCOL.md §5): a few large studies, not a full disk.
 pub const DEFAULT_MAX_TOTAL_UNCOMPRESSED: u64 = 50 * 1024 * 1024 * 1024;
@@ -237,9 +238,14 @@ pub async fn extract_archive(
     dest: &Path,
     limits: &ExtractLimits,
 ) -> Result<Extracted, ExtractError> {
-    Extraction::start(ArchiveSource::File(zip_path.to_path_buf()), dest, limits)
-        .finish()
-        .await
+    Extraction::start(
+        ArchiveSource::File(zip_path.to_path_buf()),
+        dest,
+        limits,
+        None,
+    )
+    .finish()
+    .await
 }
 
 /// Where an archive's bytes come from.
@@ -274,15 +280,24 @@ pub struct Extraction {
 }
 
 impl Extraction {
-    /// Starts at once (call it within the Tokio runtime).
-    pub fn start(source: ArchiveSource, dest: &Path, limits: &ExtractLimits) -> Extraction {
+    /// Starts at once (call it within the Tokio runtime); `beat`, if given,
+    /// ticks at every chunk written (the stage watchdog's progress).
+    pub fn start(
+        source: ArchiveSource,
+        dest: &Path,
+        limits: &ExtractLimits,
+        beat: Option<Beat>,
+    ) -> Extraction {
         let (dst, lim) = (dest.to_path_buf(), *limits);
         let cancel = Arc::new(AtomicBool::new(false));
         let (finished_tx, finished_rx) = mpsc::channel::<()>();
-        let flag = cancel.clone();
+        let ctl = Control {
+            cancel: cancel.clone(),
+            beat,
+        };
         let runtime = tokio::runtime::Handle::current();
         let task = tokio::task::spawn_blocking(move || {
-            let result = runtime.block_on(extract_on_this_thread(source, &dst, &lim, flag));
+            let result = runtime.block_on(extract_on_this_thread(source, &dst, &lim, ctl));
             drop(finished_tx);
             result
         });
@@ -300,6 +315,32 @@ impl Extraction {
         let result = (&mut self.task).await;
         self.stop.finished = None;
         result.unwrap_or_else(|e| Err(ExtractError::Stopped(e.to_string())))
+    }
+
+    /// Stops the extraction and waits, without blocking the caller's thread,
+    /// until it has removed what it wrote.
+    pub async fn cancel(mut self) {
+        self.stop.cancel.store(true, Ordering::Relaxed);
+        let _ = (&mut self.task).await;
+        self.stop.finished = None;
+    }
+}
+
+/// What the extraction thread obeys and reports to.
+struct Control {
+    cancel: Arc<AtomicBool>,
+    beat: Option<Beat>,
+}
+
+impl Control {
+    fn cancelled(&self) -> bool {
+        self.cancel.load(Ordering::Relaxed)
+    }
+
+    fn progressed(&self) {
+        if let Some(b) = &self.beat {
+            b.tick();
+        }
     }
 }
 
@@ -326,21 +367,21 @@ async fn extract_on_this_thread(
     source: ArchiveSource,
     dest: &Path,
     limits: &ExtractLimits,
-    cancel: Arc<AtomicBool>,
+    ctl: Control,
 ) -> Result<Extracted, ExtractError> {
     let what = source.describe();
     let result = match source {
         ArchiveSource::File(path) => {
             let file = std::fs::File::open(&path).map_err(io_err("open archive", &path))?;
-            extract_from(file, dest, limits, &cancel).await
+            extract_from(file, dest, limits, &ctl).await
         }
         ArchiveSource::Following {
             spool_file,
             tail,
             progress,
         } => {
-            let followed = FollowedArchive::new(&spool_file, tail, progress, cancel.clone());
-            extract_from(followed, dest, limits, &cancel).await
+            let followed = FollowedArchive::new(&spool_file, tail, progress, ctl.cancel.clone());
+            extract_from(followed, dest, limits, &ctl).await
         }
     };
     match &result {
@@ -363,7 +404,7 @@ async fn extract_from<S: std::io::Read + std::io::Seek>(
     source: S,
     dest: &Path,
     limits: &ExtractLimits,
-    cancel: &AtomicBool,
+    ctl: &Control,
 ) -> Result<Extracted, ExtractError> {
     let buffered = std::io::BufReader::with_capacity(READ_BUFFER, source);
     let mut reader = open_reader(AllowStdIo::new(buffered), limits).await?;
@@ -374,7 +415,7 @@ async fn extract_from<S: std::io::Read + std::io::Seek>(
         created: prepare_dest(dest)?,
         kept: false,
     };
-    let result = extract_planned(&mut reader, &plan, dest, limits, cancel).await;
+    let result = extract_planned(&mut reader, &plan, dest, limits, ctl).await;
     written.kept = result.is_ok();
     result
 }
@@ -637,7 +678,7 @@ async fn extract_planned<S: std::io::Read + std::io::Seek>(
     plan: &[PlannedFile],
     dest: &Path,
     limits: &ExtractLimits,
-    cancel: &AtomicBool,
+    ctl: &Control,
 ) -> Result<Extracted, ExtractError> {
     let root = std::fs::canonicalize(dest).map_err(io_err("resolve", dest))?;
     let mut buf = vec![0_u8; COPY_BUFFER];
@@ -661,7 +702,7 @@ async fn extract_planned<S: std::io::Read + std::io::Seek>(
             target: &target,
             p,
             limits,
-            cancel,
+            ctl,
         };
         let size = copy
             .run(entry, &mut out, &mut buf, &mut done.total_bytes)
@@ -704,7 +745,7 @@ struct EntryCopy<'a> {
     target: &'a Path,
     p: &'a PlannedFile,
     limits: &'a ExtractLimits,
-    cancel: &'a AtomicBool,
+    ctl: &'a Control,
 }
 
 impl EntryCopy<'_> {
@@ -724,9 +765,10 @@ impl EntryCopy<'_> {
         };
         let mut written: u64 = 0;
         loop {
-            if self.cancel.load(Ordering::Relaxed) {
+            if self.ctl.cancelled() {
                 return Err(ExtractError::Stopped("cancelled".into()));
             }
+            self.ctl.progressed();
             let n = entry
                 .read(buf)
                 .await

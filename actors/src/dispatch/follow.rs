@@ -98,6 +98,15 @@ impl Tail {
     }
 }
 
+/// A read that will never succeed: the download failed or the reader was
+/// cancelled. Deliberately not `ErrorKind::Interrupted`: `std`'s `read_exact`,
+/// `BufReader` and futures' `AllowStdIo` retry an interrupted read at once, so
+/// that kind made a reader of a failed download spin forever (and the job that
+/// waited for it hang in `downloading`).
+fn stopped(why: &'static str) -> io::Error {
+    io::Error::other(why)
+}
+
 /// `Read + Seek` over the archive being downloaded: the tail from memory, the
 /// rest from the spool file once the download has written it.
 pub struct FollowedArchive {
@@ -133,6 +142,9 @@ impl FollowedArchive {
     fn wait_for_data(&self, need: u64) -> io::Result<u64> {
         let mut st = self.progress.lock();
         loop {
+            if self.cancel.load(Ordering::Relaxed) {
+                return Err(stopped("cancelled"));
+            }
             let there = st.on_disk.saturating_sub(self.pos);
             if there >= need || (there > 0 && st.ended.is_some()) {
                 st.awaited = 0;
@@ -146,16 +158,8 @@ impl FollowedArchive {
                         "the downloaded archive is shorter than announced",
                     ))
                 }
-                Some(false) => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::Interrupted,
-                        "the download stopped",
-                    ))
-                }
+                Some(false) => return Err(stopped("the download stopped")),
                 None => {}
-            }
-            if self.cancel.load(Ordering::Relaxed) {
-                return Err(io::Error::new(io::ErrorKind::Interrupted, "cancelled"));
             }
             st = self
                 .progress
@@ -199,7 +203,7 @@ impl Read for FollowedArchive {
             // learnt its length: wait for it to get here again.
             std::thread::sleep(Duration::from_millis(1));
             if self.cancel.load(Ordering::Relaxed) {
-                return Err(io::Error::new(io::ErrorKind::Interrupted, "cancelled"));
+                return Err(stopped("cancelled"));
             }
         }
     }
@@ -293,7 +297,7 @@ mod tests {
         });
         let mut buf = [0u8; 10];
         let err = view.read(&mut buf).expect_err("stopped");
-        assert_eq!(err.kind(), io::ErrorKind::Interrupted);
+        assert_ne!(err.kind(), io::ErrorKind::Interrupted);
         stopper.join().expect("stopper");
 
         let mut view = FollowedArchive::new(
@@ -304,6 +308,29 @@ mod tests {
         );
         cancel.store(true, Ordering::Relaxed);
         assert!(view.read(&mut buf).is_err());
+    }
+
+    /// `read_exact` (as the zip reader uses through `BufReader`) retries
+    /// interrupted reads: a failed download must end it, not make it spin.
+    #[test]
+    fn read_exact_over_a_failed_download_returns_an_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("archive.zip");
+        let data = archive();
+        let progress = DownloadProgress::new();
+        progress.ended(false);
+        let cancel = Arc::new(AtomicBool::new(false));
+        let view = FollowedArchive::new(&path, tail_of(&data, 100), progress, cancel);
+        let mut reader = io::BufReader::new(view);
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 64];
+            let _ = tx.send(reader.read_exact(&mut buf).is_err());
+        });
+        let failed = rx
+            .recv_timeout(Duration::from_secs(5))
+            .expect("read_exact returned");
+        assert!(failed);
     }
 
     #[test]

@@ -490,6 +490,12 @@ pub type IndexFailures = Vec<(PathBuf, IndexError)>;
 /// files that claim DICOM but are broken, both sorted by path. Non-DICOM files are
 /// skipped and counted nowhere; symlinks are not followed (extraction makes none).
 pub fn index_dir(dir: &Path) -> (Indexed, IndexFailures) {
+    index_dir_with(dir, &|| {})
+}
+
+/// [`index_dir`], calling `progressed` after every file read (the stage
+/// watchdog's beat).
+pub fn index_dir_with(dir: &Path, progressed: &dyn Fn()) -> (Indexed, IndexFailures) {
     let mut found = Vec::new();
     let mut failed = Vec::new();
     let mut pending = vec![dir.to_path_buf()];
@@ -512,6 +518,7 @@ pub fn index_dir(dir: &Path) -> (Indexed, IndexFailures) {
             if file_type.is_dir() {
                 pending.push(path);
             } else if file_type.is_file() {
+                progressed();
                 match index_file(&path) {
                     Ok(Some(header)) => found.push((path, header)),
                     Ok(None) => {}

@@ -85,17 +85,22 @@ impl Actor for DispatchJob {
                 return;
             }
         };
+        let watch = self.env.board.stages.watch(&self.id);
         let shared = Rc::new(JobShared::new(
             rec,
             self.nodes.clone(),
             self.policy,
             self.paused,
+            watch,
         ));
         self.shared = Some(shared.clone());
         let env = self.env.clone();
         let run = AssertUnwindSafe(pipeline::run(env, shared)).catch_unwind();
         ctx.spawn(run.into_actor(self).map(|outcome, act, ctx| match outcome {
-            Ok(()) => act.dispatcher.do_send(JobFinished { id: act.id.clone() }),
+            Ok(()) => {
+                act.env.board.stages.unwatch(&act.id);
+                act.dispatcher.do_send(JobFinished { id: act.id.clone() })
+            }
             Err(panic) => {
                 let msg = format!(
                     "dispatch {} panicked: {}",

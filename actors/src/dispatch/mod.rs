@@ -8,7 +8,7 @@
 //! payload validation and target nodes; `download.rs` the archive download;
 //! `extract.rs` the untrusted-archive extraction; `follow.rs` reading an archive
 //! while it downloads; `index.rs` DICOM headers;
-//! `retry.rs` the retry policy; `report.rs` `dispatch.status` events;
+//! `retry.rs` the retry policy; `watchdog.rs` the stages' no-progress limits; `report.rs` `dispatch.status` events;
 //! `messages.rs` the messages. Tests: `extract_tests.rs` (good and hostile
 //! archives, property tests), `index_tests.rs`, and `fixtures.rs` (DICOM files
 //! and zip archives built in code, hostile ones byte by byte).
@@ -29,6 +29,7 @@ pub mod pipeline;
 pub mod report;
 pub mod retry;
 pub mod shared;
+pub mod watchdog;
 
 #[cfg(test)]
 mod extract_tests;

@@ -15,12 +15,13 @@ use laminate_store::{
 use tokio::sync::mpsc;
 
 use super::ack_journal::AckJournal;
-use super::download::{download, fetch_tail, Download, DownloadError};
-use super::extract::{extract_archive, ArchiveSource, Extracted, Extraction};
+use super::download::{download, fetch_tail, Download, DownloadError, HEAD_TIMEOUT};
+use super::extract::{ArchiveSource, Extracted, Extraction};
 use super::follow::{DownloadProgress, Tail};
-use super::index::index_dir;
+use super::index::index_dir_with;
 use super::retry::Retries;
 use super::shared::{JobEnv, JobShared};
+use super::watchdog::Beat;
 use crate::send::{send_batch_to, Item, ItemOutcome, SendEvent, Target};
 
 /// `sending` progress is reported at most this often per node (PROTOCOL.md §4).
@@ -81,6 +82,11 @@ async fn finish(env: &JobEnv, sh: &JobShared) {
 
 /// Downloads the archive; where the server lets us read its end first, an
 /// extraction follows the download and is handed on (stage `Extracting`).
+///
+/// Every try runs under the stage watchdog: a download that makes no progress
+/// for longer than its idle limit (plus the response head's deadline) is
+/// dropped and retried like any other transient failure, whatever it was
+/// waiting for.
 async fn download_stage(env: &JobEnv, sh: &JobShared) -> Option<Following> {
     sh.wait_unpaused().await;
     if sh.all_final() {
@@ -111,13 +117,27 @@ async fn download_stage(env: &JobEnv, sh: &JobShared) -> Option<Following> {
         proxy_key: env.proxy_key.clone(),
         dest: env.spool_dir(&id).join(ARCHIVE),
         tls: env.tls.clone(),
+        idle_timeout: env.stage_limits.download_idle,
     };
+    let limit = env.stage_limits.download_idle + HEAD_TIMEOUT;
     let extract_to = env.spool_dir(&id).join(EXTRACTED);
-    let tail = fetch_tail(&job, TAIL_PROBE).await;
+    let tail = {
+        let beat = sh.watch.lane("download", None);
+        let tail = tokio::select! {
+            t = fetch_tail(&job, TAIL_PROBE) => t,
+            s = beat.stalled(limit) => {
+                tracing::warn!(dispatch = %id, stalled = %s, "tail probe stalled; downloading without it");
+                None
+            }
+        };
+        sh.watch.close(&beat);
+        tail
+    };
     let mut retries = Retries::default();
     loop {
         let started = Instant::now();
         let progress = DownloadProgress::new();
+        let beat = sh.watch.lane("download", None);
         let mut follower = None;
         if let Some(tail) = &tail {
             // A previous try may have stopped half-way.
@@ -127,15 +147,31 @@ async fn download_stage(env: &JobEnv, sh: &JobShared) -> Option<Following> {
                 tail: tail.clone(),
                 progress: progress.clone(),
             };
-            follower = Some(Extraction::start(source, &extract_to, &env.limits));
+            // The follower's own progress is the download's: it waits for it.
+            follower = Some(Extraction::start(source, &extract_to, &env.limits, None));
         }
-        let on_disk = |n| progress.on_disk(n);
+        let on_disk = |n| {
+            beat.tick();
+            progress.on_disk(n);
+        };
+        let attempt = async {
+            #[cfg(feature = "fault-injection")]
+            crate::faults::maybe_stall("download").await;
+            download(&job, &on_disk).await
+        };
         let outcome = tokio::select! {
-            r = download(&job, &on_disk) => Some(r),
+            r = attempt => Some(r),
+            s = beat.stalled(limit) => Some(Err(DownloadError::Transient(s.to_string()))),
             _ = wait_all_final(sh) => None,
         };
+        sh.watch.close(&beat);
         progress.ended(matches!(outcome, Some(Ok(_))));
-        let outcome = outcome?;
+        let Some(outcome) = outcome else {
+            if let Some(f) = follower {
+                f.cancel().await;
+            }
+            return None;
+        };
         match outcome {
             Ok(bytes) => {
                 tracing::info!(dispatch = %id, bytes, seconds = started.elapsed().as_secs_f64(), "archive downloaded");
@@ -149,41 +185,59 @@ async fn download_stage(env: &JobEnv, sh: &JobShared) -> Option<Following> {
                 | DownloadError::Rejected(_)
                 | DownloadError::Refused(_)),
             ) => {
-                drop(follower);
+                if let Some(f) = follower {
+                    f.cancel().await;
+                }
                 let _ = tokio::fs::remove_file(&job.dest).await;
                 sh.update_open(env, NodeStatus::Failed, Some(e.to_string()));
                 return None;
             }
             Err(e) => {
-                drop(follower);
-                match retries.next(&sh.policy.get()) {
-                    None => {
-                        sh.update_open(
-                            env,
-                            NodeStatus::Failed,
-                            Some(format!(
-                                "download: {e} (gave up after {} tries)",
-                                retries.failures()
-                            )),
-                        );
-                        return None;
-                    }
-                    Some(delay) => {
-                        tracing::warn!(dispatch = %id, error = %e, retry_in_s = delay.as_secs(), "download failed; retrying");
-                        sh.update_open(
-                            env,
-                            NodeStatus::Retrying,
-                            Some(format!("download: {e}; next try in {} s", delay.as_secs())),
-                        );
-                        sleep_through(sh, delay).await;
-                        sh.wait_unpaused().await;
-                        if sh.all_final() {
-                            return None;
-                        }
-                        sh.update_open(env, NodeStatus::Downloading, None);
-                    }
+                // Stopped without blocking this thread: the job's arbiter
+                // serves other jobs meanwhile.
+                if let Some(f) = follower {
+                    f.cancel().await;
                 }
+                let delay = retry_delay(env, sh, &mut retries, &format!("download: {e}"))?;
+                tracing::warn!(dispatch = %id, error = %e, retry_in_s = delay.as_secs(), "download failed; retrying");
+                sleep_through(sh, delay).await;
+                sh.wait_unpaused().await;
+                if sh.all_final() {
+                    return None;
+                }
+                sh.update_open(env, NodeStatus::Downloading, None);
             }
+        }
+    }
+}
+
+/// A transient failure of a stage reported for every open node: `retrying`
+/// with the delay, or `failed` once the tries are used up (then `None`).
+fn retry_delay(
+    env: &JobEnv,
+    sh: &JobShared,
+    retries: &mut Retries,
+    error: &str,
+) -> Option<Duration> {
+    match retries.next(&sh.policy.get()) {
+        None => {
+            sh.update_open(
+                env,
+                NodeStatus::Failed,
+                Some(format!(
+                    "{error} (gave up after {} tries)",
+                    retries.failures()
+                )),
+            );
+            None
+        }
+        Some(delay) => {
+            sh.update_open(
+                env,
+                NodeStatus::Retrying,
+                Some(format!("{error}; next try in {} s", delay.as_secs())),
+            );
+            Some(delay)
         }
     }
 }
@@ -202,12 +256,48 @@ async fn wait_all_final(sh: &JobShared) {
     }
 }
 
+/// Extracts and indexes the archive under the stage watchdog: an extraction or
+/// an indexing that makes no progress for the stage limit is dropped and tried
+/// again (from the downloaded archive) with the retry policy's backoff.
 async fn extract_stage(env: &JobEnv, sh: &JobShared, following: Option<Following>) {
     sh.wait_unpaused().await;
     if sh.all_final() {
         return;
     }
     sh.update_open(env, NodeStatus::Extracting, None);
+    let mut following = following;
+    let mut retries = Retries::default();
+    loop {
+        let beat = sh.watch.lane("extract", None);
+        let outcome = tokio::select! {
+            () = extract_and_index(env, sh, following.take(), &beat) => None,
+            s = beat.stalled(env.stage_limits.stage_idle) => Some(s),
+        };
+        sh.watch.close(&beat);
+        let Some(stalled) = outcome else { return };
+        tracing::warn!(dispatch = %sh.id(), %stalled, "extraction stalled; retrying");
+        let Some(delay) = retry_delay(env, sh, &mut retries, &stalled.to_string()) else {
+            return;
+        };
+        sleep_through(sh, delay).await;
+        sh.wait_unpaused().await;
+        if sh.all_final() {
+            return;
+        }
+        sh.update_open(env, NodeStatus::Extracting, None);
+    }
+}
+
+/// One try of the extract stage: ends with the stage `Sending`, or with every
+/// open node `failed` (a refused archive, nothing to send, the index lost).
+async fn extract_and_index(
+    env: &JobEnv,
+    sh: &JobShared,
+    following: Option<Following>,
+    beat: &Beat,
+) {
+    #[cfg(feature = "fault-injection")]
+    crate::faults::maybe_stall("extract").await;
     let id = sh.id();
     let spool = env.spool_dir(&id);
     let archive = spool.join(ARCHIVE);
@@ -222,7 +312,14 @@ async fn extract_stage(env: &JobEnv, sh: &JobShared, following: Option<Following
         None => {
             // A previous try may have stopped half-way.
             let _ = tokio::fs::remove_dir_all(&dest).await;
-            extract_archive(&archive, &dest, &env.limits).await
+            Extraction::start(
+                ArchiveSource::File(archive.clone()),
+                &dest,
+                &env.limits,
+                Some(beat.clone()),
+            )
+            .finish()
+            .await
         }
     };
     let extracted = match extracted {
@@ -236,12 +333,16 @@ async fn extract_stage(env: &JobEnv, sh: &JobShared, following: Option<Following
     };
     let extract_s = started.elapsed().as_secs_f64();
     let started = Instant::now();
+    beat.tick();
+    #[cfg(feature = "fault-injection")]
+    crate::faults::maybe_stall("index").await;
     let store = env.store.clone();
     let data_dir = env.data_dir.clone();
     let subject = sh.rec.borrow().subject_id.clone();
     let d = dest.clone();
+    let b = beat.clone();
     let indexed = tokio::task::spawn_blocking(move || {
-        index_into_cache(&store, &data_dir, &d, subject.as_deref())
+        index_into_cache(&store, &data_dir, &d, subject.as_deref(), &b)
     })
     .await;
     let (sops, studies) = match indexed.map_err(|e| e.to_string()).and_then(|r| r) {
@@ -308,8 +409,9 @@ fn index_into_cache(
     data_dir: &Path,
     dir: &Path,
     subject_id: Option<&str>,
+    beat: &Beat,
 ) -> Result<(Vec<String>, BTreeSet<String>), String> {
-    let (found, broken) = index_dir(dir);
+    let (found, broken) = index_dir_with(dir, &|| beat.tick());
     for (path, e) in &broken {
         tracing::warn!(file = %path.display(), error = %e, "unreadable DICOM file in the archive skipped");
     }
@@ -334,6 +436,7 @@ fn index_into_cache(
                 continue;
             }
         }
+        beat.tick();
         if let Err(e) = std::fs::rename(&path, &target) {
             tracing::error!(error = %e, file = %path.display(), "cannot move an instance into the cache");
             continue;
@@ -533,7 +636,9 @@ async fn send_to_node(env: Rc<JobEnv>, sh: Rc<JobShared>, node_id: String, sops:
         let opts = env.send.clone();
         let items = work.items;
         let board = env.board.clone();
+        let batch_stop = stop.clone();
         let batch = tokio::task::spawn_blocking(move || {
+            let stop = batch_stop;
             let journal = AckJournal::new(
                 store,
                 &jid,
@@ -549,12 +654,27 @@ async fn send_to_node(env: Rc<JobEnv>, sh: Rc<JobShared>, node_id: String, sops:
         });
         tokio::pin!(batch);
         sh.batch_started();
+        // A response not coming within the DIMSE timeout ends the association
+        // on the sender thread; the watchdog also covers the connect and
+        // anything else an association could wait on without a deadline.
+        let beat = sh.watch.lane("send", Some(&node_id));
+        let limit = env.send.io_timeout + env.send.connect_timeout;
+        let mut stalled: Option<String> = None;
         let mut stored = stored_before;
         let mut last_report = Instant::now();
         let outcome = loop {
             tokio::select! {
+                s = beat.stalled(limit), if stalled.is_none() => {
+                    // Cancelled: the batch stops after the instance in
+                    // flight (its socket deadlines bound that) and the node
+                    // is retried like any transient failure.
+                    tracing::warn!(dispatch = %id, node = %node_id, stalled = %s, "send stalled; stopping the batch");
+                    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+                    stalled = Some(s.to_string());
+                }
                 ev = rx.recv() => match ev {
                     Some(SendEvent::Acknowledged { outcome: ItemOutcome::Stored { .. }, .. }) => {
+                        beat.tick();
                         stored += 1;
                         retries.reset();
                         if last_report.elapsed() >= PROGRESS_EVERY {
@@ -563,6 +683,7 @@ async fn send_to_node(env: Rc<JobEnv>, sh: Rc<JobShared>, node_id: String, sops:
                         }
                     }
                     Some(SendEvent::Acknowledged { sop_instance_uid, outcome: ItemOutcome::Failed { error, .. }, .. }) => {
+                        beat.tick();
                         retries.reset();
                         tracing::warn!(dispatch = %id, node = %node_id, sop = %sop_instance_uid, error = %error, "instance refused");
                     }
@@ -575,6 +696,7 @@ async fn send_to_node(env: Rc<JobEnv>, sh: Rc<JobShared>, node_id: String, sops:
             }
         };
         sh.batch_ended();
+        sh.watch.close(&beat);
         tracing::info!(dispatch = %id, node = %node_id, send_s = sending.elapsed().as_secs_f64(), "batch ended");
         // Events sent just before the batch returned.
         while let Ok(ev) = rx.try_recv() {
@@ -602,7 +724,7 @@ async fn send_to_node(env: Rc<JobEnv>, sh: Rc<JobShared>, node_id: String, sops:
         if sh.is_final(&node_id) || sh.paused.get() {
             continue;
         }
-        match outcome.transient_error {
+        match stalled.or(outcome.transient_error) {
             None => continue,
             Some(err) => match retries.next(&sh.policy.get()) {
                 None => {

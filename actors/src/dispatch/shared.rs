@@ -17,6 +17,7 @@ use url::Url;
 use super::extract::ExtractLimits;
 use super::report::report;
 use super::retry::RetryPolicy;
+use super::watchdog::JobWatch;
 use crate::peers::PeersCell;
 use crate::send::SendOptions;
 
@@ -33,6 +34,48 @@ pub struct JobEnv {
     pub send: SendOptions,
     /// Where the status page learns of journaled changes and send figures.
     pub board: crate::board::SharedBoard,
+    /// How long a stage may go without progress.
+    pub stage_limits: StageLimits,
+}
+
+/// How long each stage of a job may go without progress before its watchdog
+/// cancels it and handles it as a transient failure (`watchdog.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StageLimits {
+    /// Download: no byte for this long (the body's idle timeout; the
+    /// watchdog allows the response head's deadline on top).
+    pub download_idle: Duration,
+    /// Extraction and indexing: no entry or chunk, no file indexed.
+    pub stage_idle: Duration,
+}
+
+impl Default for StageLimits {
+    fn default() -> Self {
+        StageLimits {
+            download_idle: super::download::IDLE_TIMEOUT,
+            stage_idle: super::download::IDLE_TIMEOUT,
+        }
+    }
+}
+
+impl StageLimits {
+    /// The defaults; test builds (`fault-injection`) let a black-box test
+    /// shorten both with `LAMINATE_PROXY_TEST_STAGE_IDLE_S`, so that a stall
+    /// is caught in seconds rather than a minute.
+    pub fn from_env() -> StageLimits {
+        #[cfg(feature = "fault-injection")]
+        if let Some(s) = std::env::var("LAMINATE_PROXY_TEST_STAGE_IDLE_S")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+        {
+            let d = Duration::from_secs(s.max(1));
+            return StageLimits {
+                download_idle: d,
+                stage_idle: d,
+            };
+        }
+        StageLimits::default()
+    }
 }
 
 impl JobEnv {
@@ -52,11 +95,20 @@ pub struct JobShared {
     /// Sender batches running on blocking threads (shutdown waits for them).
     active_batches: Cell<usize>,
     pub changed: Notify,
+    /// The stages' progress clocks (watchdog and Health view).
+    pub watch: Arc<JobWatch>,
 }
 
 impl JobShared {
-    pub fn new(rec: DispatchRecord, nodes: Vec<Node>, policy: RetryPolicy, paused: bool) -> Self {
+    pub fn new(
+        rec: DispatchRecord,
+        nodes: Vec<Node>,
+        policy: RetryPolicy,
+        paused: bool,
+        watch: Arc<JobWatch>,
+    ) -> Self {
         Self {
+            watch,
             rec: RefCell::new(rec),
             nodes: RefCell::new(nodes),
             policy: Cell::new(policy),

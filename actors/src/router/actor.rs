@@ -102,6 +102,13 @@ impl RouterActor {
             self.inject_fault(ev);
             return;
         }
+        #[cfg(feature = "fault-injection")]
+        if ev.event_type == "test.stall" {
+            if let Some(stage) = ev.payload.get("stage").and_then(|v| v.as_str()) {
+                crate::faults::stall_next(stage);
+            }
+            return;
+        }
         self.board
             .counters
             .unknown_types
