@@ -3,10 +3,11 @@
 //! simulator and a real dcmtk `storescp`. It watches a dispatch reach
 //! `completed` without a reload, replays it with the page's button and watches
 //! it run again, checks the actor table, that the proxy key is nowhere in the
-//! page, and saves a screenshot to `target/ui-screenshot.png`.
+//! page, and saves a screenshot to `target/ui-screenshot.png` (and to the path in
+//! `LAMINATE_SCREENSHOT` when set: that is how `docs/status-page.png` is made).
 //!
-//! Needs `chromium` and `chromium-driver` (Debian packages; `.ci/run` installs
-//! them): without them this test fails and says so.
+//! Needs `chromium` and `chromium-driver` (Debian packages; `scripts/test`
+//! installs them): without them this test fails and says so.
 
 mod support;
 
@@ -36,7 +37,7 @@ impl Driver {
             assert!(
                 Path::new(path).exists(),
                 "{path} is missing: this test needs Debian's `{package}` \
-                 (apt-get install -y chromium chromium-driver; .ci/run installs it)"
+                 (apt-get install -y chromium chromium-driver; scripts/test installs it)"
             );
         }
         let port = free_port();
@@ -145,7 +146,11 @@ fn a_browser_watches_a_dispatch_complete_live_and_replays_it() {
         if let Ok(png) = c.screenshot().await {
             let path = screenshot_path();
             let _ = std::fs::create_dir_all(path.parent().expect("target dir"));
-            std::fs::write(&path, png).expect("screenshot written");
+            std::fs::write(&path, &png).expect("screenshot written");
+            // The operator's guide's picture: `LAMINATE_SCREENSHOT=docs/status-page.png`.
+            if let Some(doc) = std::env::var_os("LAMINATE_SCREENSHOT") {
+                std::fs::write(&doc, &png).expect("LAMINATE_SCREENSHOT written");
+            }
         }
         let _ = c.close().await;
         r
