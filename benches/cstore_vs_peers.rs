@@ -32,12 +32,14 @@ mod support;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use laminate_actors::dispatch::download::{download, Download};
 use laminate_actors::dispatch::extract::{extract_archive, ExtractLimits};
 use laminate_actors::dispatch::index::index_dir;
-use laminate_actors::send::{send_batch, Item, ItemOutcome, SendEvent, SendOptions, Target};
+use laminate_actors::send::pool::{Pool, PoolStats, Rank};
+use laminate_actors::send::{EventSink, Item, ItemOutcome, SendEvent, SendOptions, Target, Ticket};
 use laminate_proxy::sim::study::StudySpec;
 use laminate_proxy::sim::{BackendSim, EntityKind, SimOptions};
 use serde_json::{json, Value};
@@ -48,7 +50,7 @@ const PIXEL_BYTES: usize = 512 * 1024;
 const SCP_AE: &str = "STORESCP";
 const ORTHANC_AE: &str = "ORTHANC";
 
-/// Our sender: `send_batch` over `associations`; with `index` the time
+/// Our sender: a node pool of `associations`; with `index` the time
 /// includes reading each file's header (`Item::from_file`), as a stock
 /// sender's does.
 fn ours(files: &[PathBuf], port: u16, ae: &str, associations: u32, index: bool) -> Duration {
@@ -67,28 +69,54 @@ fn ours(files: &[PathBuf], port: u16, ae: &str, associations: u32, index: bool) 
             .collect()
     };
     let pre = if index { None } else { Some(read()) };
-    let stored = AtomicUsize::new(0);
+    let stored = Arc::new(Counted::default());
+    // The appliance's path: the node's pool, the sink answering on its
+    // workers' threads (as the dispatch journal does).
+    let pool = Pool::new(
+        target,
+        SendOptions::default(),
+        Arc::new(PoolStats::default()),
+    );
     let started = Instant::now();
     let items = pre.unwrap_or_else(read);
-    let outcome = send_batch(
-        &target,
-        items,
-        &SendOptions::default(),
-        &AtomicBool::new(false),
-        &|e| {
-            if let SendEvent::Acknowledged {
-                outcome: ItemOutcome::Stored { .. },
-                ..
-            } = e
-            {
-                stored.fetch_add(1, Ordering::Relaxed);
-            }
-        },
-    );
+    let outcome = pool
+        .submit(
+            items,
+            Rank {
+                priority: 1,
+                seq: 0,
+            },
+            Arc::new(AtomicBool::new(false)),
+            stored.clone(),
+        )
+        .blocking_recv()
+        .expect("the pool answers");
     let took = started.elapsed();
-    assert_eq!(outcome.transient_error, None, "send_batch failed");
-    assert_eq!(stored.into_inner(), files.len(), "every instance stored");
+    assert_eq!(outcome.transient_error, None, "send failed");
+    assert_eq!(
+        stored.0.load(Ordering::Relaxed),
+        files.len(),
+        "every instance stored"
+    );
     took
+}
+
+/// Counts stored instances (the bench's sink).
+#[derive(Default)]
+struct Counted(AtomicUsize);
+
+impl EventSink for Counted {
+    fn record(&self, e: SendEvent) -> Ticket {
+        if let SendEvent::Acknowledged {
+            outcome: ItemOutcome::Stored { .. },
+            ..
+        } = e
+        {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+        0
+    }
+    fn wait_durable(&self, _: Ticket) {}
 }
 
 /// One measured row.
@@ -164,7 +192,7 @@ impl Sender {
             Shim::QuickAck => "+ shim",
         };
         match self {
-            Sender::Ours(_) => "ours (send_batch, incl. header read)".into(),
+            Sender::Ours(_) => "ours (node pool, incl. header read)".into(),
             Sender::Dcmtk(1, s) => format!("dcmtk storescu {}", shim(s)),
             Sender::Dcmtk(n, s) => format!("dcmtk storescu ×{n} processes {}", shim(s)),
             Sender::DicomRs(n, s) => format!("dicom-rs storescu -c {n} {}", shim(s)),

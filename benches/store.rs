@@ -61,6 +61,7 @@ fn group(c: &mut Criterion) {
         stored: true,
         status: Some(0),
         error: None,
+        converted_to: None,
     };
     let mut m: u64 = 0;
     g.bench_function("journal_ack_flushed", |b| {

@@ -225,9 +225,24 @@ pub struct SendStats {
     rtt: Mutex<RttSnapshot>,
     /// Instances handed to a node's senders and not yet acknowledged.
     in_flight: Mutex<BTreeMap<String, u64>>,
+    /// Each node's sender pool figures (associations, queue, outcomes).
+    pools: Mutex<BTreeMap<String, std::sync::Arc<crate::send::pool::PoolStats>>>,
 }
 
 impl SendStats {
+    pub fn register_pool(
+        &self,
+        node_id: &str,
+        stats: std::sync::Arc<crate::send::pool::PoolStats>,
+    ) {
+        lock(&self.pools).insert(node_id.to_owned(), stats);
+    }
+    pub fn unregister_pool(&self, node_id: &str) {
+        lock(&self.pools).remove(node_id);
+    }
+    pub fn pool(&self, node_id: &str) -> Option<std::sync::Arc<crate::send::pool::PoolStats>> {
+        lock(&self.pools).get(node_id).cloned()
+    }
     pub fn add_in_flight(&self, node_id: &str, n: u64) {
         *lock(&self.in_flight).entry(node_id.to_owned()).or_default() += n;
     }

@@ -12,7 +12,8 @@
 //! - [`heartbeat`]: `proxy.heartbeat` on connect and every interval.
 //! - [`nodes`]: C-ECHO of the PACS nodes.
 //! - [`dispatch`]: the dispatcher and one job per dispatch: download → extract → index → send → report.
-//! - [`send`]: the C-STORE sender: associations per node over a shared work list.
+//! - [`send`]: the C-STORE sender: a node's pool of associations and its queue.
+//! - [`node_sender`]: one supervised actor per node owning its sender pool.
 //! - [`ingest`]: the C-STORE SCP modalities send studies to; fills the local DICOM cache.
 //! - [`deletion`]: `session.deleted` / `scan.deleted` against the local store.
 //! - [`envelope`]: the wire envelope, parsing untrusted frames and building outgoing ones.
@@ -40,6 +41,7 @@ pub mod heartbeat;
 pub mod http_client;
 pub mod ingest;
 pub mod link;
+pub mod node_sender;
 pub mod nodes;
 pub mod peers;
 pub mod router;

@@ -71,6 +71,12 @@ pub fn start(cfg: SystemConfig) -> Running {
             send: SendOptions::default(),
             board: board.clone(),
             stage_limits: crate::dispatch::shared::StageLimits::from_env(),
+            senders: crate::node_sender::NodeSenders::new(
+                appliance_ae.clone(),
+                SendOptions::default(),
+                health.register("node-senders"),
+                board.clone(),
+            ),
         };
         let (hc, b) = (h.clone(), board.clone());
         let (nodes, settings, status) = (

@@ -197,6 +197,10 @@ pub struct Ack {
     pub stored: bool,
     pub status: Option<u16>,
     pub error: Option<String>,
+    /// The transfer syntax it was converted to when the node did not get it
+    /// as it was (`None`: sent as it was, or not sent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub converted_to: Option<String>,
 }
 
 /// The dispatch journal.
@@ -464,6 +468,7 @@ mod tests {
             stored: true,
             status: Some(0),
             error: None,
+            converted_to: None,
         }
     }
 

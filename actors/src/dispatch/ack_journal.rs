@@ -102,6 +102,7 @@ impl AckJournal {
                 sop_instance_uid,
                 outcome,
                 rtt,
+                ..
             } = &ev
             {
                 self.in_flight.settle_one();
@@ -120,6 +121,7 @@ impl EventSink for AckJournal {
         if let SendEvent::Acknowledged {
             sop_instance_uid,
             outcome,
+            converted_to,
             ..
         } = &ev
         {
@@ -128,11 +130,13 @@ impl EventSink for AckJournal {
                     stored: true,
                     status: Some(*status),
                     error: None,
+                    converted_to: converted_to.clone(),
                 },
                 ItemOutcome::Failed { status, error } => Ack {
                     stored: false,
                     status: *status,
                     error: Some(error.clone()),
+                    converted_to: None,
                 },
             };
             // Written before the ticket exists: a flush that starts after
@@ -263,6 +267,7 @@ mod tests {
         SendEvent::Acknowledged {
             sop_instance_uid: uid.into(),
             outcome: ItemOutcome::Stored { status: 0 },
+            converted_to: None,
             rtt: Duration::ZERO,
         }
     }

@@ -397,6 +397,8 @@ impl Handler<NodesUpdated> for Dispatcher {
             .map(|n| n.node_id.clone())
             .collect();
         self.nodes = nodes.clone();
+        // Changed nodes' pools reconnect; removed ones end.
+        self.env.senders.sync(&nodes);
         for job in self.running.values() {
             job.do_send(JobUpdate::Nodes(nodes.clone()));
         }

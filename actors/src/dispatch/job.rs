@@ -138,11 +138,12 @@ impl Handler<JobUpdate> for DispatchJob {
             }
             JobUpdate::Nodes(nodes) => {
                 if let Some(sh) = &self.shared {
-                    // Senders of changed nodes reconnect with the new address.
+                    // A changed node's pool reconnects by itself; the work for
+                    // a removed or deactivated one stops here.
                     let old = sh.nodes.borrow().clone();
-                    for n in &nodes {
-                        if old.iter().any(|o| o.node_id == n.node_id && o != n) {
-                            sh.stop_batches(Some(&n.node_id));
+                    for o in &old {
+                        if !nodes.iter().any(|n| n.node_id == o.node_id && n.is_active) {
+                            sh.stop_batches(Some(&o.node_id));
                         }
                     }
                     *sh.nodes.borrow_mut() = nodes.clone();

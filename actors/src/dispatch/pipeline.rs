@@ -6,6 +6,7 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use laminate_config::settings::api_endpoint_segments;
@@ -22,7 +23,9 @@ use super::index::index_dir_with;
 use super::retry::Retries;
 use super::shared::{JobEnv, JobShared};
 use super::watchdog::Beat;
-use crate::send::{send_batch_to, Item, ItemOutcome, SendEvent, Target};
+use crate::node_sender::InstancesHanded;
+use crate::send::pool::Rank;
+use crate::send::{Item, ItemOutcome, SendEvent};
 
 /// `sending` progress is reported at most this often per node (PROTOCOL.md §4).
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
@@ -545,6 +548,7 @@ fn node_work(env: &JobEnv, id: &str, node_id: &str, sops: &[String]) -> Result<N
                             stored: false,
                             status: None,
                             error: Some(why.clone()),
+                            converted_to: None,
                         };
                         env.store
                             .journal_ack(id, node_id, sop, &ack)
@@ -621,49 +625,79 @@ async fn send_to_node(env: Rc<JobEnv>, sh: Rc<JobShared>, node_id: String, sops:
             n.files_sent = stored_before;
             n.error = None;
         });
-        let target = Target {
-            node_id: node_id.clone(),
-            host: node.host.clone(),
-            port: node.port,
-            called_ae: node.ae_title.clone(),
-            calling_ae: node.calling_ae(&env.appliance_ae).to_owned(),
-            max_associations: node.max_associations(),
-        };
+        // The node's own sender pool sends them: its associations, its cap,
+        // shared with every other dispatch to this node.
+        let sender = env.senders.sender_for(&node);
         let stop = sh.batch_flag(&node_id);
         let (tx, mut rx) = mpsc::unbounded_channel::<SendEvent>();
-        let store = env.store.clone();
-        let (jid, jnode) = (id.clone(), node_id.clone());
-        let opts = env.send.clone();
-        let items = work.items;
-        let board = env.board.clone();
-        let batch_stop = stop.clone();
-        let batch = tokio::task::spawn_blocking(move || {
-            let stop = batch_stop;
-            let journal = AckJournal::new(
-                store,
-                &jid,
-                &jnode,
-                board,
-                &items,
-                target.max_associations,
-                tx,
-            );
-            let outcome = send_batch_to(&target, items, &opts, &stop, &journal);
-            journal.finish();
-            outcome
-        });
+        let journal = Arc::new(AckJournal::new(
+            env.store.clone(),
+            &id,
+            &node_id,
+            env.board.clone(),
+            &work.items,
+            node.max_associations(),
+            tx,
+        ));
+        let rank = {
+            let r = sh.rec.borrow();
+            Rank {
+                priority: r.priority as u8,
+                seq: r.seq,
+            }
+        };
+        let handed = InstancesHanded {
+            items: work.items,
+            rank,
+            cancel: stop.clone(),
+            sink: journal.clone(),
+        };
+        let batch = async move {
+            let done = sender
+                .send(handed)
+                .await
+                .map_err(|e| format!("the node's sender is gone: {e}"))?;
+            let outcome = done
+                .await
+                .map_err(|_| "the node's sender pool stopped".to_owned())?;
+            // Everything recorded is made durable and reported.
+            tokio::task::spawn_blocking(move || journal.finish())
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok::<_, String>(outcome)
+        };
         tokio::pin!(batch);
         sh.batch_started();
         // A response not coming within the DIMSE timeout ends the association
         // on the sender thread; the watchdog also covers the connect and
         // anything else an association could wait on without a deadline.
+        // Waiting in the node's queue behind other dispatches is progress too,
+        // as long as the node's pool stores something.
         let beat = sh.watch.lane("send", Some(&node_id));
-        let limit = env.send.io_timeout + env.send.connect_timeout;
+        let opts = env.senders.options();
+        let limit = opts.io_timeout + opts.connect_timeout;
+        let pool = env.board.sent.pool(&node_id);
+        let pool_done = || {
+            pool.as_ref().map_or(0, |p| {
+                p.sent_as_is.load(std::sync::atomic::Ordering::Relaxed)
+                    + p.transcoded.load(std::sync::atomic::Ordering::Relaxed)
+                    + p.failed.load(std::sync::atomic::Ordering::Relaxed)
+            })
+        };
+        let mut pool_seen = pool_done();
+        let mut pool_check = tokio::time::interval(Duration::from_secs(1));
         let mut stalled: Option<String> = None;
         let mut stored = stored_before;
         let mut last_report = Instant::now();
         let outcome = loop {
             tokio::select! {
+                _ = pool_check.tick() => {
+                    let now = pool_done();
+                    if now != pool_seen {
+                        pool_seen = now;
+                        beat.tick();
+                    }
+                }
                 s = beat.stalled(limit), if stalled.is_none() => {
                     // Cancelled: the batch stops after the instance in
                     // flight (its socket deadlines bound that) and the node
@@ -712,7 +746,7 @@ async fn send_to_node(env: Rc<JobEnv>, sh: Rc<JobShared>, node_id: String, sops:
         let outcome = match outcome {
             Ok(o) => o,
             Err(e) => {
-                tracing::error!(error = %e, "sender thread failed");
+                tracing::error!(error = %e, "sender failed");
                 crate::send::BatchOutcome {
                     remaining: Vec::new(),
                     transient_error: Some(format!("sender failed: {e}")),

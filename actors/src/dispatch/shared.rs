@@ -36,6 +36,8 @@ pub struct JobEnv {
     pub board: crate::board::SharedBoard,
     /// How long a stage may go without progress.
     pub stage_limits: StageLimits,
+    /// Each node's sender (its pool of associations, shared by every job).
+    pub senders: crate::node_sender::NodeSenders,
 }
 
 /// How long each stage of a job may go without progress before its watchdog

@@ -1,5 +1,8 @@
-//! One association's thread: establish, take instances from the shared work
-//! list until it is empty (or the batch stops), release.
+//! One pool worker's associations to its node: establish with a lot's
+//! contexts, take that lot's instances until it is empty, stops, or the pool
+//! wants the worker elsewhere; release. An instance the node keeps aborting
+//! on is handled by its lot (`pool.rs`): queued again, converted, or failed
+//! alone.
 
 use std::fs::File;
 use std::io::{Seek, SeekFrom};
@@ -11,9 +14,9 @@ use dicom_ul::association::client::{ClientAssociation, ClientAssociationOptions}
 use dicom_ul::association::Error as UlError;
 use dicom_ul::pdu::{AssociationRJResult, MINIMUM_PDU_SIZE};
 
-use super::batch::Shared;
 use super::contexts::{self, Choice, Proposal};
 use super::convert::convert;
+use super::pool::{AbortVerdict, InFlight, Lot, Pool, PoolStats};
 use super::status::{classify, describe, StatusClass};
 use super::wire::{quickack, SendFail, Wire};
 use super::{EventSink, Item, ItemOutcome, SendEvent, SendOptions, Target, Ticket};
@@ -99,8 +102,8 @@ pub(crate) fn establish(
 /// How one instance ended on the wire.
 enum Step {
     /// Acknowledged (stored or refused) or failed before anything was sent:
-    /// the association carries on.
-    Done(ItemOutcome, Duration),
+    /// the association carries on. With the syntax it was converted to.
+    Done(ItemOutcome, Duration, Option<String>),
     /// The instance failed for good but the association is mid-message
     /// (the file broke while streaming): abort it and open another.
     DoneCut(ItemOutcome),
@@ -138,6 +141,7 @@ fn send_one(
     owed: &mut Owed<'_>,
 ) -> Step {
     let converted;
+    let mut converted_to = None;
     let pc_id = match contexts::choose(assoc.presentation_contexts(), item) {
         Choice::Exact { pc_id } => {
             converted = None;
@@ -146,9 +150,10 @@ fn send_one(
         Choice::Convert { pc_id, ts } => match convert(item, &ts) {
             Ok(bytes) => {
                 converted = Some(bytes);
+                converted_to = Some(ts);
                 pc_id
             }
-            Err(e) => return Step::Done(failed(e), Duration::ZERO),
+            Err(e) => return Step::Done(failed(e), Duration::ZERO, None),
         },
         Choice::Refused => {
             return Step::Done(
@@ -157,12 +162,13 @@ fn send_one(
                     item.sop_class_uid, item.transfer_syntax
                 )),
                 Duration::ZERO,
+                None,
             )
         }
     };
     let command = match dimse::c_store_rq(message_id, &item.sop_class_uid, &item.sop_instance_uid) {
         Ok(c) => c,
-        Err(e) => return Step::Done(failed(e.to_string()), Duration::ZERO),
+        Err(e) => return Step::Done(failed(e.to_string()), Duration::ZERO, None),
     };
     let started = Instant::now();
     let sent = match &converted {
@@ -199,6 +205,7 @@ fn send_one(
                     return Step::Done(
                         failed(format!("cannot read {}: {e}", item.path.display())),
                         Duration::ZERO,
+                        None,
                     )
                 }
             }
@@ -211,7 +218,7 @@ fn send_one(
             return if cut {
                 Step::DoneCut(outcome)
             } else {
-                Step::Done(outcome, Duration::ZERO)
+                Step::Done(outcome, Duration::ZERO, None)
             };
         }
         Err(SendFail::Net(e)) => {
@@ -250,9 +257,11 @@ fn send_one(
         };
     }
     match classify(rsp.status) {
-        StatusClass::Success | StatusClass::Warning => {
-            Step::Done(ItemOutcome::Stored { status: rsp.status }, rtt)
-        }
+        StatusClass::Success | StatusClass::Warning => Step::Done(
+            ItemOutcome::Stored { status: rsp.status },
+            rtt,
+            converted_to,
+        ),
         StatusClass::Transient => Step::Transient {
             error: format!(
                 "C-STORE status 0x{:04X} ({})",
@@ -271,6 +280,7 @@ fn send_one(
                 ),
             },
             rtt,
+            converted_to,
         ),
     }
 }
@@ -286,78 +296,153 @@ fn close(assoc: Assoc, wire: &Wire, intact: bool) {
     }
 }
 
-/// The thread body: association after association until the work list is
-/// empty or the batch stops.
-pub(crate) fn run(
-    shared: &Shared<'_>,
-    target: &Target,
-    proposals: &[Proposal],
-    opts: &SendOptions,
-) {
+/// Counts an association as open for as long as it lives.
+struct Open<'a>(&'a PoolStats);
+
+impl<'a> Open<'a> {
+    fn new(stats: &'a PoolStats) -> Open<'a> {
+        stats.open.fetch_add(1, Ordering::Relaxed);
+        Open(stats)
+    }
+}
+
+impl Drop for Open<'_> {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// One worker on one lot: association after association until the lot is
+/// empty or stops, or the pool wants this worker elsewhere (`generation` is
+/// the pool's when the worker took the lot).
+pub(crate) fn serve(pool: &Pool, lot: &Lot, target: &Target, opts: &SendOptions, generation: u64) {
+    let stats = pool.stats_ref();
     let mut owed = Owed {
-        sink: shared.sink,
+        sink: &*lot.sink,
         ticket: None,
     };
     'associations: loop {
-        if shared.halted() || shared.is_empty() {
+        if lot.halted() || lot.is_empty() || pool.should_yield(lot, generation) {
             return;
         }
-        let mut assoc = match establish(target, proposals, opts) {
+        let mut assoc = match establish(target, &lot.proposals, opts) {
             Ok(a) => a,
             Err(EstablishFail::Permanent(e)) => {
                 tracing::warn!(node = %target.node_id, error = %e, "association refused for good");
-                shared.permanent(e);
+                lot.permanent(e);
                 return;
             }
             Err(EstablishFail::Transient(e)) => {
                 tracing::info!(node = %target.node_id, error = %e, "association failed");
-                shared.connect_failed(e);
+                lot.connect_failed(e);
                 return;
             }
         };
-        shared.associations.fetch_add(1, Ordering::Relaxed);
+        let _open = Open::new(stats);
+        lot.associations.fetch_add(1, Ordering::Relaxed);
         let mut wire = Wire::new(assoc.acceptor_max_pdu_length(), our_max_pdu(opts));
         let mut message_id: u16 = 0;
         loop {
-            if shared.halted() {
+            if lot.halted() || pool.should_yield(lot, generation) {
                 break;
             }
-            let Some(item) = shared.take() else { break };
+            let Some(item) = lot.take(stats) else { break };
+            let guard = InFlight::new(lot, stats, &item);
+            if pool.poisoned() {
+                // Test builds: the pool is killed; the guard gives the item back.
+                panic!("fault injection: node sender pool {}", target.node_id);
+            }
             message_id = message_id.wrapping_add(1).max(1);
-            let guard = shared.in_flight(&item);
             match send_one(&mut assoc, &mut wire, message_id, &item, &mut owed) {
-                Step::Done(outcome, rtt) => {
+                Step::Done(outcome, rtt, converted_to) => {
                     log_outcome(target, &item, &outcome);
-                    owed.ticket = Some(shared.sink.record(SendEvent::Acknowledged {
+                    count(stats, lot, &outcome, converted_to.is_some());
+                    owed.ticket = Some(lot.sink.record(SendEvent::Acknowledged {
                         sop_instance_uid: item.sop_instance_uid.clone(),
                         outcome,
+                        converted_to,
                         rtt,
                     }));
                     guard.done();
                 }
                 Step::DoneCut(outcome) => {
                     log_outcome(target, &item, &outcome);
-                    owed.ticket = Some(shared.sink.record(SendEvent::Acknowledged {
+                    count(stats, lot, &outcome, false);
+                    owed.ticket = Some(lot.sink.record(SendEvent::Acknowledged {
                         sop_instance_uid: item.sop_instance_uid.clone(),
                         outcome,
+                        converted_to: None,
                         rtt: Duration::ZERO,
                     }));
                     guard.done();
                     let _ = assoc.abort();
                     continue 'associations;
                 }
-                Step::Transient { error, intact } => {
+                Step::Transient {
+                    error,
+                    intact: true,
+                } => {
+                    // Out of resources: the node asks us to come back later.
                     tracing::info!(node = %target.node_id, sop_instance_uid = %item.sop_instance_uid, error = %error, "transient failure");
                     guard.done();
-                    shared.give_back(item, error.clone());
-                    shared.sink.record(SendEvent::Transient { error });
-                    close(assoc, &wire, intact);
+                    lot.give_back(item, error.clone());
+                    lot.sink.record(SendEvent::Transient { error });
+                    close(assoc, &wire, true);
                     return;
+                }
+                Step::Transient {
+                    error,
+                    intact: false,
+                } => {
+                    guard.done();
+                    let sop = item.sop_instance_uid.clone();
+                    let _ = assoc.abort();
+                    match lot.aborted(item, &error, stats) {
+                        AbortVerdict::Requeued => {
+                            tracing::info!(node = %target.node_id, sop_instance_uid = %sop, error = %error, "association ended with this instance in flight; it goes to the back of the queue");
+                            continue 'associations;
+                        }
+                        AbortVerdict::FailedAlone(reason) => {
+                            tracing::warn!(node = %target.node_id, sop_instance_uid = %sop, error = %reason, "instance failed alone");
+                            stats.failed.fetch_add(1, Ordering::Relaxed);
+                            owed.ticket = Some(lot.sink.record(SendEvent::Acknowledged {
+                                sop_instance_uid: sop,
+                                outcome: failed(reason),
+                                converted_to: None,
+                                rtt: Duration::ZERO,
+                            }));
+                            continue 'associations;
+                        }
+                        AbortVerdict::Outage => {
+                            tracing::info!(node = %target.node_id, sop_instance_uid = %sop, error = %error, "node unavailable");
+                            lot.sink.record(SendEvent::Transient { error });
+                            return;
+                        }
+                    }
                 }
             }
         }
         close(assoc, &wire, true);
         return;
+    }
+}
+
+/// The node's counters for one acknowledged instance.
+fn count(stats: &PoolStats, lot: &Lot, outcome: &ItemOutcome, converted: bool) {
+    match outcome {
+        ItemOutcome::Stored { .. } => {
+            lot.stored_one();
+            let c = if converted {
+                &stats.transcoded
+            } else {
+                &stats.sent_as_is
+            };
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+        ItemOutcome::Failed { error, .. } => {
+            stats.failed.fetch_add(1, Ordering::Relaxed);
+            *stats.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(error.clone());
+        }
     }
 }
 

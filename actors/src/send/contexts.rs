@@ -109,8 +109,16 @@ pub(crate) fn choose(accepted: &[PresentationContextNegotiated], item: &Item) ->
             .iter()
             .filter(move |pc| trim_uid(&pc.abstract_syntax) == class)
     };
-    if let Some(pc) = for_class().find(|pc| trim_uid(&pc.transfer_syntax) == ts) {
-        return Choice::Exact { pc_id: pc.id };
+    // The try after repeated aborts goes as Explicit VR Little Endian where
+    // the node accepted it (APPLIANCE.md), whatever the file's own syntax.
+    let exact_allowed = !item.force_native
+        || ts == EXPLICIT_VR_LE
+        || (ts == IMPLICIT_VR_LE
+            && !for_class().any(|pc| trim_uid(&pc.transfer_syntax) == EXPLICIT_VR_LE));
+    if exact_allowed {
+        if let Some(pc) = for_class().find(|pc| trim_uid(&pc.transfer_syntax) == ts) {
+            return Choice::Exact { pc_id: pc.id };
+        }
     }
     for native in [EXPLICIT_VR_LE, IMPLICIT_VR_LE] {
         if let Some(pc) = for_class().find(|pc| trim_uid(&pc.transfer_syntax) == native) {
@@ -136,6 +144,8 @@ mod tests {
             transfer_syntax: ts.into(),
             path: PathBuf::from(format!("/nowhere/{n}")),
             dataset_offset: 0,
+            aborts: 0,
+            force_native: false,
         }
     }
 

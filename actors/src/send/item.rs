@@ -18,6 +18,11 @@ pub struct Item {
     pub path: PathBuf,
     /// Where the dataset starts in the file: after preamble, `DICM` and meta group.
     pub dataset_offset: u64,
+    /// Times a node aborted the association while this instance was in flight.
+    pub aborts: u8,
+    /// Send it converted to a native syntax even where the node accepted its
+    /// own (the try after repeated aborts).
+    pub force_native: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -142,6 +147,8 @@ impl Item {
             transfer_syntax: trim_uid(meta.transfer_syntax()),
             path: path.to_path_buf(),
             dataset_offset,
+            aborts: 0,
+            force_native: false,
         })
     }
 }

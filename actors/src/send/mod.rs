@@ -29,16 +29,22 @@
 //! - `wire.rs`: P-DATA framing from the file, response reading with quick ACKs.
 //! - `convert.rs`: re-encoding a dataset to a syntax the node accepted.
 //! - `association.rs`: one association's thread: establish, send, release.
-//! - `batch.rs`: [`send_batch`]: groups, threads and the shared work list.
+//! - `pool.rs`: a node's pool: its associations (at most `max_associations`)
+//!   shared by every dispatch, its queue of lots, priorities, and the
+//!   instances a node keeps aborting on.
+//! - `batch.rs`: [`send_batch`]: one batch through a pool of its own (tools, tests).
 
 mod association;
 mod batch;
 mod contexts;
 mod convert;
 mod item;
+pub mod pool;
 mod status;
 mod wire;
 
+#[cfg(test)]
+mod pool_tests;
 #[cfg(test)]
 mod tests;
 
@@ -111,6 +117,8 @@ pub enum SendEvent {
     Acknowledged {
         sop_instance_uid: String,
         outcome: ItemOutcome,
+        /// The syntax it was converted to, when not sent as it was.
+        converted_to: Option<String>,
         /// From the first byte of the request to the parsed response (zero
         /// when nothing was sent).
         rtt: Duration,
