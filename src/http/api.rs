@@ -101,9 +101,38 @@ pub fn node_json(board: &Board, n: &Node) -> Value {
         "last_echo_at": echo.last_echo_at,
         "echo_rtt_ms": echo.echo_rtt_ms,
         "last_echo_error": echo.last_error,
-        // Not tracked yet: the senders do not report what is on the wire.
         "in_flight": board.sent.in_flight(&n.node_id),
+        "sender": sender_json(board, n),
     })
+}
+
+/// A node's sender pool: associations open / max, queue depth, instances
+/// sent as they were, transcoded, failed, its last error.
+fn sender_json(board: &Board, n: &Node) -> Value {
+    use std::sync::atomic::Ordering::Relaxed;
+    match board.sent.pool(&n.node_id) {
+        Some(p) => json!({
+            "associations_open": p.open.load(Relaxed),
+            "associations_max": p.max.load(Relaxed),
+            "queued": p.queued.load(Relaxed),
+            "sent_as_is": p.sent_as_is.load(Relaxed),
+            "transcoded": p.transcoded.load(Relaxed),
+            "failed": p.failed.load(Relaxed),
+            "restarts": p.restarts.load(Relaxed),
+            "last_error": p.last_error(),
+        }),
+        // Nothing sent to it since start-up.
+        None => json!({
+            "associations_open": 0,
+            "associations_max": n.max_associations(),
+            "queued": 0,
+            "sent_as_is": 0,
+            "transcoded": 0,
+            "failed": 0,
+            "restarts": 0,
+            "last_error": null,
+        }),
+    }
 }
 
 /// The `store` object of `/api/status`.

@@ -147,6 +147,15 @@
     if (old) old.replaceWith(row); else tbody.appendChild(row);
   }
 
+  function senderLine(s) {
+    if (!s) return null;
+    var line = el("small", { "class": "sender" }, "associations " + text(s.associations_open) + "/" +
+      text(s.associations_max) + " · queued " + text(s.queued) + " · as is " + text(s.sent_as_is) +
+      " · transcoded " + text(s.transcoded) + " · failed " + text(s.failed));
+    var box = el("span", null, el("br"), line);
+    if (s.last_error) box.appendChild(el("span", { "class": "error" }, el("br"), s.last_error));
+    return box;
+  }
   function nodeRow(n) {
     var id = text(n.node_id);
     var rtt = typeof n.echo_rtt_ms === "number" ? n.echo_rtt_ms.toFixed(1) + " ms" : "–";
@@ -158,7 +167,7 @@
       el("td", null, text(n.last_echo_at)),
       el("td", null, rtt),
       el("td", { "class": "error" }, n.last_echo_error || ""),
-      el("td", null, text(n.in_flight)),
+      el("td", null, text(n.in_flight), senderLine(n.sender)),
       el("td", null, actionForm("/nodes/" + encodeURIComponent(id) + "/echo", "C-ECHO now")));
   }
   function setNode(n) {

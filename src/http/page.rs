@@ -418,6 +418,23 @@ fn actor_row(h: &mut String, a: &Value) {
     );
 }
 
+/// A node's sender pool in one line: associations, queue, how instances went.
+fn sender_line(s: &Value) -> String {
+    let err = s["last_error"]
+        .as_str()
+        .map(|e| format!(r#"<br><span class="error">{}</span>"#, esc(e)))
+        .unwrap_or_default();
+    format!(
+        r#"<br><small class="sender">associations {open}/{max} · queued {queued} · as is {as_is} · transcoded {tc} · failed {failed}{err}</small>"#,
+        open = esc(&text(&s["associations_open"])),
+        max = esc(&text(&s["associations_max"])),
+        queued = esc(&text(&s["queued"])),
+        as_is = esc(&text(&s["sent_as_is"])),
+        tc = esc(&text(&s["transcoded"])),
+        failed = esc(&text(&s["failed"])),
+    )
+}
+
 fn node_row(h: &mut String, n: &Value, acts: &Actions<'_>) {
     let id = text(&n["node_id"]);
     let online = n["online"].as_bool().unwrap_or(false);
@@ -427,7 +444,7 @@ fn node_row(h: &mut String, n: &Value, acts: &Actions<'_>) {
         .unwrap_or_else(|| "–".into());
     let _ = write!(
         h,
-        r#"<tr data-node="{id}"><td>{id}<br><small>{name}</small></td><td>{ae} @ {host}:{port}</td><td>{active}</td><td class="online-{online}">{online_text}</td><td>{last}</td><td>{rtt}</td><td class="error">{err}</td><td>{inflight}</td><td>"#,
+        r#"<tr data-node="{id}"><td>{id}<br><small>{name}</small></td><td>{ae} @ {host}:{port}</td><td>{active}</td><td class="online-{online}">{online_text}</td><td>{last}</td><td>{rtt}</td><td class="error">{err}</td><td>{inflight}{sender}</td><td>"#,
         id = esc(&id),
         name = esc(&text(&n["name"])),
         ae = esc(&text(&n["ae_title"])),
@@ -439,6 +456,7 @@ fn node_row(h: &mut String, n: &Value, acts: &Actions<'_>) {
         rtt = esc(&rtt),
         err = esc(n["last_echo_error"].as_str().unwrap_or("")),
         inflight = esc(&text(&n["in_flight"])),
+        sender = sender_line(&n["sender"]),
     );
     acts.form(
         h,

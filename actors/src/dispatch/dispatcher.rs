@@ -469,6 +469,17 @@ impl Handler<ShutdownRequested> for Dispatcher {
     }
 }
 
+#[cfg(feature = "fault-injection")]
+impl Handler<super::messages::NodePoolKillRequested> for Dispatcher {
+    type Result = ();
+    fn handle(&mut self, msg: super::messages::NodePoolKillRequested, _: &mut Context<Self>) {
+        self.env.senders.kill(&msg.node_id);
+    }
+}
+
+#[cfg(feature = "fault-injection")]
+crate::delivered_handlers!(Dispatcher: super::messages::NodePoolKillRequested);
+
 crate::delivered_handlers!(
     Dispatcher: DispatchReceived,
     ShutdownRequested,

@@ -49,6 +49,14 @@ pub struct CancelNodes {
     pub reason: String,
 }
 
+/// Test builds only: kill the named node's sender pool (it restarts).
+#[cfg(feature = "fault-injection")]
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct NodePoolKillRequested {
+    pub node_id: String,
+}
+
 /// The appliance is stopping: no new stage or instance starts; answered once every
 /// instance in flight has its response (and is journaled).
 #[derive(Debug, Message)]

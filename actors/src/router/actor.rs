@@ -127,6 +127,19 @@ impl RouterActor {
                     peers.config.do_send(crate::config::FaultInjected);
                 }
             }
+            Some("node_sender") => {
+                let node_id = ev
+                    .payload
+                    .get("node_id")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or_default()
+                    .to_owned();
+                if let Some(peers) = self.peers.get() {
+                    peers
+                        .dispatcher
+                        .do_send(crate::dispatch::messages::NodePoolKillRequested { node_id });
+                }
+            }
             other => tracing::warn!(?other, "fault injection: unknown actor"),
         }
     }
