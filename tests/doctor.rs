@@ -258,3 +258,45 @@ fn beside_a_running_appliance_doctor_warns_instead_of_failing_and_sees_the_index
         "doctor repairs nothing"
     );
 }
+
+#[test]
+fn a_wss_backend_with_an_unknown_ca_fails_the_tls_check_until_its_ca_file_is_given() {
+    let (tls, _der, pem) = laminate_proxy::sim::tls::self_signed_tls().expect("certs");
+    let sim = BackendSim::start(SimOptions {
+        proxy_key: KEY.into(),
+        tls: Some(tls),
+        port: 0,
+    })
+    .expect("sim");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("data").display().to_string();
+    let ca = tmp.path().join("ca.pem");
+    std::fs::write(&ca, pem).expect("write ca");
+    let http = format!("127.0.0.1:{}", free_port());
+    let url = sim.backend_url();
+    let mut args = vec![
+        "doctor",
+        "--backend-url",
+        &url,
+        "--data-dir",
+        &data,
+        "--http-addr",
+        &http,
+        "--dicom-addr",
+        "off",
+    ];
+    let env = [("LAMINATE_PROXY_KEY", KEY)];
+    let (code, out) = run_binary(&args, &env);
+    assert_eq!(code, Some(1), "{out}");
+    line(&out, "ok", "backend tcp");
+    let tls = line(&out, "fail", "backend tls");
+    assert!(tls.contains("--ca-file"), "{tls}");
+    assert!(!out.contains("backend websocket"), "{out}");
+
+    let ca_arg = ca.display().to_string();
+    args.extend(["--ca-file", &ca_arg]);
+    let (code, out) = run_binary(&args, &env);
+    assert_eq!(code, Some(0), "{out}");
+    line(&out, "ok", "backend tls");
+    line(&out, "ok", "backend websocket");
+}
