@@ -139,8 +139,12 @@ fn a_node_whose_port_nothing_listens_on_fails_its_check_and_the_exit_code() {
             inactive,
         ]),
     );
-    let (code, out) = doctor(&sim.backend_url(), KEY, &data, "off");
+    // The ingest port is Orthanc's: taken by something that is not this appliance.
+    let taken = format!("127.0.0.1:{}", orthanc.dicom_port);
+    let (code, out) = doctor(&sim.backend_url(), KEY, &data, &taken);
     assert_eq!(code, Some(1), "{out}");
+    let port = line(&out, "fail", "dicom port");
+    assert!(port.contains("is in use by another"), "{port}");
     line(&out, "ok", "node node_up");
     let down = line(&out, "fail", "node node_down");
     assert!(down.contains("TCP connect failed"), "{down}");

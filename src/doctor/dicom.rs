@@ -102,24 +102,22 @@ pub fn dicom_port(r: &mut Report, addr: SocketAddr, ae_title: &str, appliance_ru
             );
         }
         Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
-            let to = reachable(addr);
-            let answers = c_echo(&to.ip().to_string(), to.port(), ae_title, DOCTOR_AE).is_ok();
-            if appliance_running || answers {
+            if appliance_running {
                 r.warn(
                     CHECK,
-                    format!(
-                        "{addr} is in use{}",
-                        if answers {
-                            format!(" by a DICOM service answering C-ECHO as {ae_title}, probably the running appliance")
-                        } else {
-                            " while a laminate-proxy runs here, probably by it".to_owned()
-                        }
-                    ),
+                    format!("{addr} is in use while a laminate-proxy runs here, probably by its ingest SCP"),
                     "nothing to do if it is meant to run; stop it before starting another `run` here",
                 );
-            } else {
-                r.fail(CHECK, format!("{addr} is in use by another program"), FIX);
+                return;
             }
+            let to = reachable(addr);
+            let answers = c_echo(&to.ip().to_string(), to.port(), ae_title, DOCTOR_AE).is_ok();
+            let by = if answers {
+                "another DICOM service (it answers C-ECHO)"
+            } else {
+                "another program"
+            };
+            r.fail(CHECK, format!("{addr} is in use by {by}"), FIX);
         }
         Err(e) => r.fail(CHECK, format!("{addr} cannot be bound: {e}"), FIX),
     }
