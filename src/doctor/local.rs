@@ -15,11 +15,8 @@ use laminate_store::{Store, StoreError, STORAGE_DIR};
 use serde_json::Value;
 
 use super::Report;
+use crate::http::{disk_limits, DEFAULT_MIN_FREE_GB};
 
-/// `min_free_gb` when proxy.json does not set it (APPLIANCE.md "Disk").
-pub const DEFAULT_MIN_FREE_GB: f64 = 2.0;
-/// The proxy.json key of the free-space floor.
-const KEY_MIN_FREE_GB: &str = "min_free_gb";
 const GB: f64 = 1e9;
 
 /// What the config files tell the later checks.
@@ -62,10 +59,8 @@ fn config_files(r: &mut Report, dir: &Path) -> ConfigFiles {
             None => r.ok(PROXY_FILE, "not there yet (`run` writes the defaults)"),
             Some(Err(p)) => r.fail(PROXY_FILE, p.to_string(), KEPT),
             Some(Ok(file)) => {
-                match file.raw.get(KEY_MIN_FREE_GB).and_then(Value::as_f64) {
-                    Some(gb) if gb >= 0.0 => out.min_free_gb = gb,
-                    _ => {}
-                }
+                // The same reading of the floor as the status page's gauge.
+                out.min_free_gb = disk_limits(dir).0;
                 match file.settings() {
                     Ok(_) => {
                         let unknown = file.unknown_keys();

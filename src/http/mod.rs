@@ -28,6 +28,7 @@ use actix_web::{web, App, HttpServer};
 use laminate_actors::system::Running;
 
 pub use auth::ActionPolicy;
+pub use charts::{disk_limits, DEFAULT_MIN_FREE_GB};
 
 /// What every handler can read.
 #[derive(Clone)]

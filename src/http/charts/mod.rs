@@ -24,6 +24,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 pub use daily::DailyTally;
+pub use draw::{disk_limits, DEFAULT_MIN_FREE_GB};
 
 use super::api::store_figures;
 use super::hub::Hub;
