@@ -126,9 +126,10 @@ mod tests {
     #[test]
     fn an_early_clock_never_panics_or_reorders() {
         let h = ThroughputHistory::default();
-        h.record("n1", 1, 3);
-        h.record("n1", 1, 2);
-        assert_eq!(h.last_hour("n1", 3)[MINUTES - 1].instances, 2);
+        h.record("n1", 1, 1003);
+        h.record("n1", 1, 1002);
+        assert_eq!(h.last_hour("n1", 1003)[MINUTES - 1].instances, 2);
+        assert_eq!(h.last_hour("n1", 1003)[MINUTES - 2].instances, 0);
         assert_eq!(
             h.last_hour("n1", 0).len(),
             1,
