@@ -29,6 +29,8 @@ pub enum Command {
         #[arg(long, env = "LAMINATE_PROXY_DATA_DIR")]
         data_dir: Option<PathBuf>,
     },
+    /// Check the data dir, config files, settings, backend, nodes and ports (same settings as `run`); exit 0 when nothing failed.
+    Doctor(RunArgs),
     /// Exit 0 if the local /readyz answers ready (Docker HEALTHCHECK).
     Healthcheck(LocalApiArgs),
     /// Dispatches of a running appliance.

@@ -6,6 +6,7 @@
 //! - [`cli`]: subcommands, flags and environment variables.
 //! - [`demo`]: `laminate-proxy demo` — simulator, embedded PACS, synthetic study, the appliance.
 //! - [`run`]: `laminate-proxy run` — settings, config files, store, actors, HTTP, signals.
+//! - [`doctor`]: `laminate-proxy doctor` — every check `run` depends on, one line each.
 //! - [`http`]: the local HTTP server (probes, JSON API, operator actions).
 //! - [`ops`]: operator commands against a running appliance (`healthcheck`, `nodes`).
 //! - [`logging`]: the tracing subscriber and its live level.
@@ -13,6 +14,7 @@
 
 pub mod cli;
 pub mod demo;
+pub mod doctor;
 pub mod http;
 pub mod logging;
 pub mod ops;

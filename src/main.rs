@@ -20,6 +20,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Run(args) => laminate_proxy::run::main(args),
         Command::Demo(args) => laminate_proxy::demo::main(args),
+        Command::Doctor(args) => laminate_proxy::doctor::main(args),
         Command::Healthcheck(api) => laminate_proxy::ops::healthcheck(api),
         Command::RebuildIndex { data_dir } => laminate_proxy::ops::rebuild_index(data_dir),
         Command::Nodes { command, api } => laminate_proxy::ops::nodes(command, api),

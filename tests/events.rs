@@ -335,6 +335,57 @@ fn nodes_config_and_status_events_change_the_files_and_invalid_ones_do_not() {
 }
 
 #[test]
+fn status_changed_with_only_is_active_pauses_and_resumes_and_neither_field_is_rejected() {
+    let (sim, app) = connected();
+    // The seed's payload: `is_active` alone.
+    assert!(sim.send_event(&event(
+        "proxy.status_changed",
+        "only_active_1",
+        json!({"is_active": false})
+    )));
+    eventually(T, || {
+        (app.read_config("status.json")["status"] == "paused").then_some(())
+    })
+    .expect("is_active false alone pauses");
+    let status = app.read_config("status.json");
+    assert_eq!(status["is_active"], false, "{status}");
+    assert_eq!(status["reason"], "", "{status}");
+    eventually(T, || {
+        (app.status()["proxy"]["status"] == "paused").then_some(())
+    })
+    .expect("the status API says paused");
+    // Neither field: rejected, the file is left as it was.
+    let before = std::fs::read(app.data_path("status.json")).expect("status.json");
+    assert!(sim.send_event(&event(
+        "proxy.status_changed",
+        "only_reason",
+        json!({"reason": "no fields"})
+    )));
+    eventually(T, || {
+        app.status()["config"]["last_error"]
+            .as_str()
+            .filter(|e| e.contains("is_active"))
+            .map(drop)
+    })
+    .expect("the rejection is visible and names both fields");
+    assert_eq!(
+        std::fs::read(app.data_path("status.json")).expect("status.json"),
+        before
+    );
+    // `is_active: true` alone resumes.
+    assert!(sim.send_event(&event(
+        "proxy.status_changed",
+        "only_active_2",
+        json!({"is_active": true})
+    )));
+    eventually(T, || {
+        let s = app.read_config("status.json");
+        (s["status"] == "active" && s["is_active"] == true).then_some(())
+    })
+    .expect("is_active true alone resumes");
+}
+
+#[test]
 fn heartbeat_reports_status_nodes_and_follows_a_live_interval_change() {
     let scp = StoreScp::start("STORESCP");
     let (sim, app) = connected();

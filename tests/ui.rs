@@ -115,6 +115,14 @@ fn the_page_reads_without_javascript_and_its_forms_act_and_come_back() {
         "session.dispatch",
         "dispatch.status",
         r#"<form method="post" action="/ui/nodes/node_1/echo""#,
+        // The pictures, drawn by the server: the node sent this minute, one
+        // dispatch completed today, the disk gauge.
+        r#"<td class="spark" data-chart="node"><svg"#,
+        r#"<path class="spark-bytes""#,
+        r#"<div data-chart="days"><svg"#,
+        r#"<rect class="bar-completed""#,
+        r#"<td data-chart="disk"><svg"#,
+        r#"class="gauge-floor""#,
     ] {
         assert!(html.contains(part), "the page lacks {part}:\n{html}");
     }
@@ -510,6 +518,7 @@ fn many_live_feed_clients_at_once_and_one_that_never_reads_is_dropped_alone() {
             "actor.status",
             "node.status",
             "store.status",
+            "charts.update",
             "ping"
         ]
         .contains(&t.as_str())));

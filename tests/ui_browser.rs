@@ -2,8 +2,9 @@
 //! WebDriver (chromedriver + fantoccini) against the real binary, the backend
 //! simulator and a real dcmtk `storescp`. It watches a dispatch reach
 //! `completed` without a reload, replays it with the page's button and watches
-//! it run again, checks the actor table, that the proxy key is nowhere in the
-//! page, and saves a screenshot to `target/ui-screenshot.png` (and to the path in
+//! it run again, checks the actor table, that the charts render (the node's
+//! sparkline gets its line live), that the proxy key is nowhere in the page,
+//! and saves a screenshot to `target/ui-screenshot.png` (and to the path in
 //! `LAMINATE_SCREENSHOT` when set: that is how `docs/status-page.png` is made).
 //!
 //! Needs `chromium` and `chromium-driver` (Debian packages; `scripts/test`
@@ -244,6 +245,10 @@ async fn drive(
     )
     .await?;
 
+    // The pictures: drawn, with a size, and the node's sparkline got its line
+    // live (the page was loaded before anything was sent).
+    charts_render(c).await?;
+
     // Replay with the page's own button, and watch it run again. (Right after
     // its last status the job may still be winding down: then the note says
     // "still active" and the button is pressed again.)
@@ -308,6 +313,49 @@ async fn drive(
         return Err("the proxy key is on the page".into());
     }
     Ok(())
+}
+
+/// The disk gauge, the per-day bars and node_1's sparkline are SVG with a
+/// non-zero size; the sparkline has a drawn path and the bars a completed bar.
+async fn charts_render(c: &Client) -> Result<(), String> {
+    const PROBE: &str = r#"
+        function size(sel) {
+            var e = document.querySelector(sel);
+            if (!e) return null;
+            var r = e.getBoundingClientRect();
+            return [r.width, r.height];
+        }
+        var path = document.querySelector('tr[data-node="node_1"] td[data-chart=node] svg path.spark-bytes');
+        return {
+            disk: size('[data-chart=disk] svg'),
+            days: size('[data-chart=days] svg'),
+            spark: size('tr[data-node="node_1"] td[data-chart=node] svg'),
+            path: path ? path.getAttribute('d') : null,
+            pathBox: path ? [path.getBBox().width, path.getBBox().height] : null,
+            bar: size('[data-chart=days] svg rect.bar-completed')
+        };"#;
+    let deadline = Instant::now() + T;
+    let mut last = serde_json::Value::Null;
+    while Instant::now() < deadline {
+        last = c
+            .execute(PROBE, vec![])
+            .await
+            .map_err(|e| format!("chart probe: {e}"))?;
+        let positive = |k: &str| {
+            last[k]
+                .as_array()
+                .is_some_and(|a| a.len() == 2 && a.iter().all(|v| v.as_f64().unwrap_or(0.0) > 0.0))
+        };
+        let has_path = last["path"].as_str().is_some_and(|d| d.starts_with('M'));
+        if ["disk", "days", "spark", "bar"].iter().all(|k| positive(k))
+            && has_path
+            && last["pathBox"][0].as_f64().unwrap_or(0.0) > 0.0
+        {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Err(format!("the charts did not render: {last}"))
 }
 
 #[test]

@@ -15,6 +15,7 @@ use tokio::sync::broadcast;
 
 use crate::envelope::Incoming;
 use crate::health::lock;
+use crate::throughput::{minute_of, Minute, ThroughputHistory};
 
 /// How many recent events the board keeps (the page shows them all).
 pub const RECENT_EVENTS: usize = 100;
@@ -227,6 +228,8 @@ pub struct SendStats {
     in_flight: Mutex<BTreeMap<String, u64>>,
     /// Each node's sender pool figures (associations, queue, outcomes).
     pools: Mutex<BTreeMap<String, std::sync::Arc<crate::send::pool::PoolStats>>>,
+    /// Per node, the last hour minute by minute (the page's sparklines).
+    history: ThroughputHistory,
 }
 
 impl SendStats {
@@ -266,6 +269,8 @@ impl SendStats {
             e.instances += 1;
             e.bytes += bytes;
         }
+        self.history
+            .record(node_id, bytes, minute_of(crate::clock::now_ms()));
         let secs = rtt.as_secs_f64();
         let mut h = lock(&self.rtt);
         if let Some(i) = RTT_BUCKETS.iter().position(|b| secs <= *b) {
@@ -279,6 +284,10 @@ impl SendStats {
     }
     pub fn rtt(&self) -> RttSnapshot {
         lock(&self.rtt).clone()
+    }
+    /// `node_id`'s last hour up to `now_ms`, minute by minute, oldest first.
+    pub fn last_hour(&self, node_id: &str, now_ms: u64) -> Vec<Minute> {
+        self.history.last_hour(node_id, minute_of(now_ms))
     }
 }
 
@@ -336,6 +345,12 @@ mod tests {
                 instances: 2,
                 bytes: 150
             }
+        );
+        let hour = s.last_hour("n1", crate::clock::now_ms());
+        assert_eq!(
+            hour.iter().map(|m| m.bytes).sum::<u64>(),
+            150,
+            "the sparkline sees them"
         );
     }
 

@@ -21,6 +21,7 @@
 //! - [`health`]: actor health registry, mailbox gauges and the panic guard.
 //! - [`board`]: what the actors observed, read by the HTTP API and the heartbeat.
 //! - [`feed`]: the board's live feed, recent events and send figures (status page, `/metrics`).
+//! - [`throughput`]: each node's sends minute by minute for the last hour (the page's sparklines).
 //! - [`peers`]: the actors' addresses, set once at start-up.
 //! - [`system`]: starts and wires everything.
 //! - [`clock`]: the protocol's timestamps.
@@ -47,3 +48,4 @@ pub mod peers;
 pub mod router;
 pub mod send;
 pub mod system;
+pub mod throughput;

@@ -38,6 +38,8 @@ pub struct Running {
     pub board: SharedBoard,
     pub peers: Peers,
     pub store: Store,
+    /// The data dir (the status page reads its disk and `proxy.json`).
+    pub data_dir: PathBuf,
 }
 
 /// Starts every actor on the current arbiter. Call inside a running actix System.
@@ -143,6 +145,7 @@ pub fn start(cfg: SystemConfig) -> Running {
         board,
         peers,
         store,
+        data_dir,
     }
 }
 

@@ -73,39 +73,58 @@ impl Default for StatusFile {
     }
 }
 
-/// Reads the status members of `obj`: `status` required, `is_active` derived from
-/// it when absent, `reason` default `""`; `null` counts as absent.
+/// Reads the status members of `obj` (PROTOCOL.md §3): either of `status` and
+/// `is_active` may be absent and then follows from the other (`status` `active` ↔
+/// `is_active` true; `paused`/`maintenance` → false; `is_active` false alone →
+/// `paused`); both absent is a problem. When both are given they are kept as given,
+/// even if they look contradictory (`maintenance` with `is_active: true`): the
+/// backend said exactly that. `reason` defaults to `""`; `null` counts as absent.
 fn read_status(
     obj: &Map<String, Value>,
     problems: &mut Vec<Problem>,
 ) -> Option<(ProxyState, bool, String)> {
     let get = |k: &str| obj.get(k).filter(|v| !v.is_null());
-    let status = match get("status") {
-        None => {
-            problems.push(Problem::new("status", "is required"));
-            None
+    // Outer `None`: absent; inner `None`: present but unusable (a problem is recorded).
+    let status = get("status").map(|v| {
+        let s = v.as_str().and_then(ProxyState::parse);
+        if s.is_none() {
+            problems.push(Problem::new(
+                "status",
+                format!("must be active, paused or maintenance, got {}", describe(v)),
+            ));
         }
-        Some(v) => {
-            let s = v.as_str().and_then(ProxyState::parse);
-            if s.is_none() {
-                problems.push(Problem::new(
-                    "status",
-                    format!("must be active, paused or maintenance, got {}", describe(v)),
-                ));
-            }
-            s
-        }
-    };
-    let is_active = match get("is_active") {
-        None => status.map(|s| s == ProxyState::Active),
-        Some(Value::Bool(b)) => Some(*b),
-        Some(v) => {
+        s
+    });
+    let is_active = get("is_active").map(|v| match v {
+        Value::Bool(b) => Some(*b),
+        v => {
             problems.push(Problem::new(
                 "is_active",
                 format!("must be true or false, got {}", describe(v)),
             ));
             None
         }
+    });
+    let (status, is_active) = match (status, is_active) {
+        (None, None) => {
+            problems.push(Problem::new(
+                "status",
+                "is required when is_active is absent (give status, is_active or both)",
+            ));
+            (None, None)
+        }
+        (Some(s), None) => (s, s.map(|s| s == ProxyState::Active)),
+        (None, Some(a)) => (
+            a.map(|a| {
+                if a {
+                    ProxyState::Active
+                } else {
+                    ProxyState::Paused
+                }
+            }),
+            a,
+        ),
+        (Some(s), Some(a)) => (s, a),
     };
     let reason = match get("reason") {
         None => Some(String::new()),
@@ -124,8 +143,8 @@ fn read_status(
 /// Reads a `proxy.status_changed` payload (`{"status": ..., "is_active": ...,
 /// "reason": ...}`) into the new `status.json` content stamped `now_rfc3339`.
 ///
-/// `status` is required; `is_active`, when absent, is `true` exactly when the status
-/// is `active`; `reason` defaults to `""`. Wrong types and unknown statuses are
+/// Either of `status` and `is_active` may be absent (see [`read_status`]), not both;
+/// `reason` defaults to `""`. Wrong types, unknown statuses and neither field are
 /// [`ConfigError::Invalid`] (all of them); a non-object payload is
 /// [`ConfigError::BadPayload`].
 pub fn parse_status_change(payload: &Value, now_rfc3339: &str) -> Result<StatusFile, ConfigError> {
@@ -231,6 +250,33 @@ mod tests {
     }
 
     #[test]
+    fn status_is_derived_when_only_is_active_is_given() {
+        // The seed's handler sends and reads only `is_active`.
+        let s = parse_status_change(&json!({"is_active": false}), NOW).unwrap();
+        assert_eq!(
+            (s.status, s.is_active, s.reason.as_str()),
+            (ProxyState::Paused, false, "")
+        );
+        let s = parse_status_change(&json!({"is_active": true, "reason": "back"}), NOW).unwrap();
+        assert_eq!(
+            (s.status, s.is_active, s.reason.as_str()),
+            (ProxyState::Active, true, "back")
+        );
+        let s = parse_status_change(&json!({"status": null, "is_active": false}), NOW).unwrap();
+        assert_eq!(s.status, ProxyState::Paused, "null counts as absent");
+        // A bad is_active alone says so, and nothing else.
+        let err = parse_status_change(&json!({"is_active": "no"}), NOW).unwrap_err();
+        let ConfigError::Invalid(p) = err else {
+            panic!("{err:?}")
+        };
+        let fields: Vec<_> = p.iter().map(|p| p.field.as_str()).collect();
+        assert_eq!(fields, ["is_active"]);
+        // status.json follows the same rule.
+        let f = parse_status_file(&json!({"is_active": false})).unwrap();
+        assert_eq!((f.status, f.is_active), (ProxyState::Paused, false));
+    }
+
+    #[test]
     fn problems_are_all_reported() {
         let err = parse_status_change(
             &json!({"status": "sleeping", "is_active": "no", "reason": 5}),
@@ -242,7 +288,13 @@ mod tests {
         };
         let fields: Vec<_> = p.iter().map(|p| p.field.as_str()).collect();
         assert_eq!(fields, ["status", "is_active", "reason"]);
-        let err = parse_status_change(&json!({"is_active": true}), NOW).unwrap_err();
+        let err = parse_status_change(&json!({"reason": "why"}), NOW).unwrap_err();
+        assert!(
+            matches!(err, ConfigError::Invalid(ref p) if p.len() == 1 && p[0].field == "status" && p[0].message.contains("is_active")),
+            "{err:?}"
+        );
+        let err =
+            parse_status_change(&json!({"status": null, "is_active": null}), NOW).unwrap_err();
         assert!(matches!(err, ConfigError::Invalid(ref p) if p[0].field == "status"));
         let err = parse_status_change(&json!("paused"), NOW).unwrap_err();
         assert!(matches!(err, ConfigError::BadPayload(_)));

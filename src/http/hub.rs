@@ -1,6 +1,6 @@
 //! The live feed's hub: one task reads the board's feed (and polls what has no
 //! event of its own: actor health every second, store and dispatch figures
-//! every two), renders each change to its JSON message once, and broadcasts the
+//! every two, the charts every five), renders each change to its JSON message once, and broadcasts the
 //! text to every `/ws` session.
 //!
 //! Each session reads the hub's broadcast channel at its own pace: the channel
@@ -19,6 +19,7 @@ use serde_json::{json, Value};
 use tokio::sync::broadcast::{self, error::RecvError};
 
 use super::api::{dispatch_figures, link_json, node_json, store_figures};
+use super::charts::{Charts, DailyTally};
 use super::dispatches::dispatch_json;
 use super::AppState;
 
@@ -32,6 +33,10 @@ const ACTOR_POLL: Duration = Duration::from_secs(1);
 /// Store and dispatch figures are compared every this many actor polls.
 const STORE_POLL_EVERY: u32 = 2;
 
+/// The charts are redrawn (and sent when they changed) every this many actor
+/// polls: their finest unit is a minute, a few seconds' lag is invisible.
+const CHARTS_POLL_EVERY: u32 = 5;
+
 /// A rendered feed message, shared by every session.
 pub type Message = Arc<str>;
 
@@ -40,17 +45,25 @@ pub type Message = Arc<str>;
 pub struct Hub {
     tx: broadcast::Sender<Message>,
     dropped: Arc<AtomicU64>,
+    daily: Arc<DailyTally>,
 }
 
 impl Hub {
     /// Starts the hub task on the current actix/tokio runtime.
     pub fn start(state: AppState) -> Hub {
         let (tx, _) = broadcast::channel(BACKLOG);
-        actix_web::rt::spawn(run(state, tx.clone()));
+        let daily = Arc::new(DailyTally::default());
+        actix_web::rt::spawn(run(state, tx.clone(), daily.clone()));
         Hub {
             tx,
             dropped: Arc::new(AtomicU64::new(0)),
+            daily,
         }
+    }
+
+    /// The dispatches-per-day tally the hub keeps up to date.
+    pub fn daily(&self) -> &DailyTally {
+        &self.daily
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Message> {
@@ -71,11 +84,12 @@ impl Hub {
     }
 }
 
-async fn run(state: AppState, tx: broadcast::Sender<Message>) {
+async fn run(state: AppState, tx: broadcast::Sender<Message>, daily: Arc<DailyTally>) {
     let board = state.running.board.clone();
     let mut feed = board.subscribe();
     let mut actors: BTreeMap<String, Value> = BTreeMap::new();
     let mut store = Value::Null;
+    let mut charts = Value::Null;
     let mut tick = tokio::time::interval(ACTOR_POLL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut ticks = 0u32;
@@ -83,6 +97,10 @@ async fn run(state: AppState, tx: broadcast::Sender<Message>) {
         tokio::select! {
             ev = feed.recv() => match ev {
                 Ok(ev) => {
+                    // No store read: the tally reads the dispatch when it is next drawn.
+                    if let FeedEvent::Dispatch(id) = &ev {
+                        daily.touched(id);
+                    }
                     // Rendering reads the store: skip it while nobody watches.
                     if tx.receiver_count() > 0 {
                         if let Some(msg) = render(&state, ev) {
@@ -94,6 +112,7 @@ async fn run(state: AppState, tx: broadcast::Sender<Message>) {
                     // The hub itself fell behind: send what is current now
                     // (dispatches come with their next update).
                     tracing::debug!(missed = n, "status feed hub lagged; resending link and nodes");
+                    daily.lost_track();
                     let _ = tx.send(render_link(&state));
                     for n in board.nodes() {
                         let _ = tx.send(message("node.status", "node", node_json(&board, &n)));
@@ -125,6 +144,15 @@ async fn run(state: AppState, tx: broadcast::Sender<Message>) {
                         msg["type"] = json!("store.status");
                         let _ = tx.send(msg.to_string().into());
                         store = now;
+                    }
+                }
+                if ticks.is_multiple_of(CHARTS_POLL_EVERY) && tx.receiver_count() > 0 {
+                    let now = Charts::now(&state, &daily).json();
+                    if now != charts {
+                        let mut msg = now.clone();
+                        msg["type"] = json!("charts.update");
+                        let _ = tx.send(msg.to_string().into());
+                        charts = now;
                     }
                 }
             }

@@ -7,12 +7,13 @@
 //! and actions), `auth.rs` (the token rule), `page.rs` (the status page `/`,
 //! with `page.css` and `page.js`), `forms.rs` (the page's actions without
 //! JavaScript: `/ui/...` forms answered with a 303 back to `/`), `hub.rs` (the
-//! live feed's one renderer), `ws.rs` (`/ws`, one task per browser),
+//! live feed's one renderer), `charts/` (the page's SVG pictures), `ws.rs` (`/ws`, one task per browser),
 //! `metrics.rs` (`/metrics`, Prometheus text format).
 
 mod actions;
 mod api;
 mod auth;
+mod charts;
 mod dispatches;
 mod forms;
 mod hub;
@@ -27,6 +28,7 @@ use actix_web::{web, App, HttpServer};
 use laminate_actors::system::Running;
 
 pub use auth::ActionPolicy;
+pub use charts::{disk_limits, DEFAULT_MIN_FREE_GB};
 
 /// What every handler can read.
 #[derive(Clone)]
@@ -39,6 +41,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/", web::get().to(page::page))
         .route("/ui/page.css", web::get().to(page::css))
         .route("/ui/page.js", web::get().to(page::js))
+        .route("/ui/charts", web::get().to(charts::charts))
         .route("/ui/nodes/{id}/echo", web::post().to(forms::echo))
         .route(
             "/ui/dispatches/replay",

@@ -1,7 +1,9 @@
 // laminate-proxy status page: live updates from /ws and operator actions
 // through the JSON API. The page works without this script; with it, rows are
 // rebuilt from the same JSON the API serves, always through textContent
-// (never innerHTML), with the same structure as src/http/page.rs.
+// (never innerHTML), with the same structure as src/http/page.rs. Charts come
+// as scenes (shapes with their coordinates, src/http/charts) and are drawn
+// with the same SVG elements the server renders.
 (function () {
   "use strict";
 
@@ -51,6 +53,48 @@
   function dropEmpty(tbody) {
     var e = tbody.querySelector("tr.empty");
     if (e) e.remove();
+  }
+
+  // ---- charts (scenes from src/http/charts) -------------------------------
+  var SVG_NS = "http://www.w3.org/2000/svg";
+  var sparks = {}; // node id -> latest scene
+  function svgEl(tag, attrs, title) {
+    var e = document.createElementNS(SVG_NS, tag);
+    Object.keys(attrs).forEach(function (k) { e.setAttribute(k, String(attrs[k])); });
+    if (title) {
+      var t = document.createElementNS(SVG_NS, "title");
+      t.textContent = title;
+      e.appendChild(t);
+    }
+    return e;
+  }
+  function drawScene(scene) {
+    var svg = svgEl("svg", { "class": "chart", width: scene.w, height: scene.h,
+      viewBox: "0 0 " + scene.w + " " + scene.h, role: "img", "aria-label": scene.label }, scene.label);
+    (scene.shapes || []).forEach(function (s) {
+      var e;
+      if (s.k === "rect") e = svgEl("rect", { "class": s.c, x: s.x, y: s.y, width: s.w, height: s.h }, s.tip);
+      else if (s.k === "path") e = svgEl("path", { "class": s.c, d: s.d });
+      else if (s.k === "line") e = svgEl("line", { "class": s.c, x1: s.x1, y1: s.y1, x2: s.x2, y2: s.y2 }, s.tip);
+      else if (s.k === "text") { e = svgEl("text", { "class": s.c, x: s.x, y: s.y, "text-anchor": s.a }); e.textContent = s.t; }
+      if (e) svg.appendChild(e);
+    });
+    return svg;
+  }
+  function putScene(holder, scene) {
+    if (!holder || !scene) return;
+    while (holder.firstChild) holder.removeChild(holder.firstChild);
+    holder.appendChild(drawScene(scene));
+  }
+  function setCharts(m) {
+    putScene(document.querySelector("[data-chart=disk]"), m.disk);
+    putScene(document.querySelector("[data-chart=days]"), m.days);
+    var tbody = document.getElementById("node-rows");
+    Object.keys(m.nodes || {}).forEach(function (id) {
+      sparks[id] = m.nodes[id];
+      var row = findRow(tbody, "data-node", id);
+      if (row) putScene(row.querySelector("td[data-chart=node]"), sparks[id]);
+    });
   }
 
   // ---- operator actions --------------------------------------------------
@@ -168,12 +212,21 @@
       el("td", null, rtt),
       el("td", { "class": "error" }, n.last_echo_error || ""),
       el("td", null, text(n.in_flight), senderLine(n.sender)),
+      el("td", { "class": "spark", "data-chart": "node" }),
       el("td", null, actionForm("/nodes/" + encodeURIComponent(id) + "/echo", "C-ECHO now")));
   }
   function setNode(n) {
     var tbody = document.getElementById("node-rows");
     dropEmpty(tbody);
-    var row = nodeRow(n), old = findRow(tbody, "data-node", text(n.node_id));
+    var id = text(n.node_id);
+    var row = nodeRow(n), old = findRow(tbody, "data-node", id);
+    var spark = row.querySelector("td[data-chart=node]");
+    if (sparks[id]) putScene(spark, sparks[id]);
+    else if (old) {
+      // The server drew it and no newer scene came yet: keep that drawing.
+      var was = old.querySelector("td[data-chart=node]");
+      while (was && was.firstChild) spark.appendChild(was.firstChild);
+    }
     if (old) old.replaceWith(row); else tbody.appendChild(row);
   }
 
@@ -257,6 +310,7 @@
     getJson("/api/dispatches?limit=" + MAX_DISPATCHES).then(function (l) {
       l.slice().reverse().forEach(upsertDispatch);
     }).catch(function () {});
+    getJson("/ui/charts").then(setCharts).catch(function () {});
   }
 
   // ---- the live feed ------------------------------------------------------
@@ -284,6 +338,7 @@
         case "dispatch.update": upsertDispatch(msg.dispatch); break;
         case "event": addEvent(msg.event); break;
         case "store.status": setStore(msg); break;
+        case "charts.update": setCharts(msg); break;
         default: break; // "ping" and anything newer
       }
     };

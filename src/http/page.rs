@@ -16,8 +16,10 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::api::{dispatch_figures, link_json, node_json, store_figures};
+use super::charts::Charts;
 use super::dispatches::dispatch_json;
 use super::forms::Flashes;
+use super::hub::Hub;
 use super::AppState;
 
 /// Dispatches listed on the page, newest first.
@@ -110,10 +112,12 @@ pub struct PageQuery {
 pub async fn page(
     state: web::Data<AppState>,
     flashes: web::Data<Flashes>,
+    hub: web::Data<Hub>,
     q: web::Query<PageQuery>,
 ) -> HttpResponse {
     let flash = q.flash.and_then(|id| flashes.get(id));
-    let html = render(&state, flash);
+    let charts = Charts::now(&state, hub.daily());
+    let html = render(&state, &charts, flash);
     HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")
         .insert_header((header::CONTENT_SECURITY_POLICY, CSP))
@@ -177,7 +181,7 @@ impl Actions<'_> {
     }
 }
 
-fn render(state: &AppState, flash: Option<(String, bool)>) -> String {
+fn render(state: &AppState, charts: &Charts, flash: Option<(String, bool)>) -> String {
     let board = &state.running.board;
     let policy = &state.policy;
     let acts = Actions {
@@ -271,19 +275,29 @@ fn render(state: &AppState, flash: Option<(String, bool)>) -> String {
 
     // Nodes.
     h.push_str(
-        r#"<section id="nodes"><h2>PACS nodes</h2><table><thead><tr><th>Node</th><th>Address</th><th>Active</th><th>Online</th><th>Last echo</th><th>Round trip</th><th>Echo error</th><th>In flight</th><th></th></tr></thead><tbody id="node-rows">"#,
+        r#"<section id="nodes"><h2>PACS nodes</h2><table><thead><tr><th>Node</th><th>Address</th><th>Active</th><th>Online</th><th>Last echo</th><th>Round trip</th><th>Echo error</th><th>In flight</th><th>Sent, last hour</th><th></th></tr></thead><tbody id="node-rows">"#,
     );
     let nodes = board.nodes();
     if nodes.is_empty() {
-        h.push_str(r#"<tr class="empty"><td colspan="9">No nodes configured yet.</td></tr>"#);
+        h.push_str(r#"<tr class="empty"><td colspan="10">No nodes configured yet.</td></tr>"#);
     }
     for n in &nodes {
-        node_row(&mut h, &node_json(board, n), &acts);
+        node_row(
+            &mut h,
+            &node_json(board, n),
+            &charts.node_svg(&n.node_id),
+            &acts,
+        );
     }
     h.push_str("</tbody></table></section>\n");
 
     // Dispatches.
     h.push_str(r#"<section id="dispatches"><h2>Dispatches</h2>"#);
+    let _ = write!(
+        h,
+        r#"<figure class="chart"><div data-chart="days">{}</div><figcaption>Dispatches finished per day (completed / failed)</figcaption></figure>"#,
+        charts.days.svg()
+    );
     let since = laminate_actors::clock::ms_to_rfc3339(
         laminate_actors::clock::now_ms().saturating_sub(24 * 3600 * 1000),
     );
@@ -342,6 +356,14 @@ fn render(state: &AppState, flash: Option<(String, bool)>) -> String {
             esc(&human_bytes(&store[key]))
         );
     }
+    let _ = write!(
+        h,
+        r#"<tr><th>Disk</th><td data-chart="disk">{}</td></tr>"#,
+        charts.disk.as_ref().map_or_else(
+            || "cannot read the data dir's file system".to_owned(),
+            |d| d.svg()
+        )
+    );
     let _ = write!(
         h,
         r#"<tr><th>Outbox (events waiting for the backend)</th><td data-store="outbox">{}</td></tr>"#,
@@ -435,7 +457,8 @@ fn sender_line(s: &Value) -> String {
     )
 }
 
-fn node_row(h: &mut String, n: &Value, acts: &Actions<'_>) {
+/// `spark` is the node's sparkline, already SVG (its text escaped by the scene).
+fn node_row(h: &mut String, n: &Value, spark: &str, acts: &Actions<'_>) {
     let id = text(&n["node_id"]);
     let online = n["online"].as_bool().unwrap_or(false);
     let rtt = n["echo_rtt_ms"]
@@ -444,7 +467,7 @@ fn node_row(h: &mut String, n: &Value, acts: &Actions<'_>) {
         .unwrap_or_else(|| "–".into());
     let _ = write!(
         h,
-        r#"<tr data-node="{id}"><td>{id}<br><small>{name}</small></td><td>{ae} @ {host}:{port}</td><td>{active}</td><td class="online-{online}">{online_text}</td><td>{last}</td><td>{rtt}</td><td class="error">{err}</td><td>{inflight}{sender}</td><td>"#,
+        r#"<tr data-node="{id}"><td>{id}<br><small>{name}</small></td><td>{ae} @ {host}:{port}</td><td>{active}</td><td class="online-{online}">{online_text}</td><td>{last}</td><td>{rtt}</td><td class="error">{err}</td><td>{inflight}{sender}</td><td class="spark" data-chart="node">{spark}</td><td>"#,
         id = esc(&id),
         name = esc(&text(&n["name"])),
         ae = esc(&text(&n["ae_title"])),
@@ -457,6 +480,7 @@ fn node_row(h: &mut String, n: &Value, acts: &Actions<'_>) {
         err = esc(n["last_echo_error"].as_str().unwrap_or("")),
         inflight = esc(&text(&n["in_flight"])),
         sender = sender_line(&n["sender"]),
+        spark = spark,
     );
     acts.form(
         h,

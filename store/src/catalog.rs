@@ -53,6 +53,7 @@ use sled::{IVec, Transactional};
 use crate::keys::{decode_u64, display_u64_key, u64_key};
 use crate::{Store, StoreError};
 
+mod audit;
 mod paths;
 mod reconcile;
 mod record;
@@ -68,6 +69,7 @@ mod test_support;
 #[cfg(test)]
 mod tests;
 
+pub use audit::{audit, AuditReport};
 pub use paths::{instance_rel_path, is_valid_uid, MAX_UID_LEN, PART_SUFFIX, STORAGE_DIR};
 pub use repair::{finish_file_deletion, rebuild_catalog, repair, RepairReport};
 

@@ -31,9 +31,9 @@ pub mod seen;
 pub mod store;
 
 pub use catalog::{
-    finish_file_deletion, instance_rel_path, is_valid_uid, rebuild_catalog, repair, Catalog,
-    Deletion, InstanceRecord, InstanceSource, RepairReport, ScanSummary, SessionSummary,
-    StoreFigures, MAX_UID_LEN, NO_TICKET, PART_SUFFIX, STORAGE_DIR,
+    audit, finish_file_deletion, instance_rel_path, is_valid_uid, rebuild_catalog, repair,
+    AuditReport, Catalog, Deletion, InstanceRecord, InstanceSource, RepairReport, ScanSummary,
+    SessionSummary, StoreFigures, MAX_UID_LEN, NO_TICKET, PART_SUFFIX, STORAGE_DIR,
 };
 pub use error::StoreError;
 pub use journal::{
