@@ -1,5 +1,8 @@
 //! JSON reads: `/api/status`, `/api/actors`, `/api/nodes` (shapes of
 //! APPLIANCE.md; `null` where this version does not know a figure yet).
+//! `/api/nodes` and most of `/api/status` come from the board; the store's figures
+//! (catalog counters, the journal's counts and active dispatches) are read on
+//! actix-web's blocking pool, so a slow disk never stalls the HTTP threads.
 
 use std::sync::atomic::Ordering;
 
@@ -149,8 +152,12 @@ pub fn dispatch_figures(state: &AppState) -> Value {
 }
 
 pub async fn sessions(state: web::Data<AppState>) -> HttpResponse {
-    match state.running.store.sessions() {
-        Ok(s) => HttpResponse::Ok().json(s),
-        Err(e) => HttpResponse::InternalServerError().json(json!({ "error": e.to_string() })),
+    let store = state.running.store.clone();
+    match web::block(move || store.sessions()).await {
+        Ok(Ok(s)) => HttpResponse::Ok().json(s),
+        Ok(Err(e)) => {
+            HttpResponse::InternalServerError().json(json!({ "error": e.to_string() }))
+        }
+        Err(e) => HttpResponse::ServiceUnavailable().json(json!({ "error": e.to_string() })),
     }
 }
