@@ -352,7 +352,10 @@ fn a_rejected_config_change_stays_visible_after_a_later_valid_one() {
         (c["rejected"] == 1).then_some(c)
     })
     .expect("the rejection is shown");
-    let error = rejected["last_error"].as_str().expect("last_error").to_owned();
+    let error = rejected["last_error"]
+        .as_str()
+        .expect("last_error")
+        .to_owned();
     assert!(
         error.contains("proxy.nodes_changed") && error.contains("port"),
         "{error}"
@@ -378,7 +381,10 @@ fn a_rejected_config_change_stays_visible_after_a_later_valid_one() {
     // The page's configuration part says the same.
     let (code, page) = app.get("/").expect("page");
     assert_eq!(code, 200);
-    assert!(page.contains(r#"<td data-config="rejected">1</td>"#), "{page}");
+    assert!(
+        page.contains(r#"<td data-config="rejected">1</td>"#),
+        "{page}"
+    );
     assert!(page.contains(r#"data-config="last_error" class="error">proxy.nodes_changed rejected"#));
 }
 
