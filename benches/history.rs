@@ -141,10 +141,7 @@ fn fill_raw(store_dir: &Path, from: u64, to: u64) {
     for i in from..to {
         let rec = dispatch(i, start + i * step, true);
         records
-            .insert(
-                rec.id.as_bytes(),
-                serde_json::to_vec(&rec).expect("json"),
-            )
+            .insert(rec.id.as_bytes(), serde_json::to_vec(&rec).expect("json"))
             .expect("insert");
         by_corr
             .insert(rec.correlation_id.as_bytes(), rec.id.as_bytes())
@@ -162,6 +159,9 @@ struct Figures {
     open: Duration,
     dispatcher_reads: Duration,
     journal_all: Duration,
+    /// In process, the store reads of `/api/status`: journal counts, active, catalog
+    /// counters, size on disk (medians).
+    status_parts: [Duration; 4],
     schedule: Duration,
     ready: Duration,
     status: Duration,
@@ -241,6 +241,22 @@ fn measure(data_dir: &Path, dispatches: u64, next_seq: &mut u64) -> Figures {
         f.dispatcher_reads = t.elapsed();
         assert!(active.is_empty());
         assert_eq!(counts.completed, dispatches);
+        let mut parts: [Vec<Duration>; 4] = Default::default();
+        for _ in 0..GETS {
+            let t = Instant::now();
+            store.journal_counts().expect("counts");
+            parts[0].push(t.elapsed());
+            let t = Instant::now();
+            store.journal_active().expect("active");
+            parts[1].push(t.elapsed());
+            let t = Instant::now();
+            store.figures().expect("figures");
+            parts[2].push(t.elapsed());
+            let t = Instant::now();
+            store.size_on_disk().expect("size");
+            parts[3].push(t.elapsed());
+        }
+        f.status_parts = parts.map(median);
         let t = Instant::now();
         let all = store.journal_all().expect("all");
         f.journal_all = t.elapsed();
@@ -279,7 +295,13 @@ fn measure(data_dir: &Path, dispatches: u64, next_seq: &mut u64) -> Figures {
     let t = Instant::now();
     let child = Command::new(env!("CARGO_BIN_EXE_laminate-proxy"))
         // Nothing listens there: the link backs off, which the local API does not mind.
-        .args(["run", "--backend-url", "ws://127.0.0.1:9/ws", "--proxy-key", KEY])
+        .args([
+            "run",
+            "--backend-url",
+            "ws://127.0.0.1:9/ws",
+            "--proxy-key",
+            KEY,
+        ])
         .arg("--data-dir")
         .arg(data_dir)
         .args(["--http-addr", &format!("127.0.0.1:{http_port}")])
@@ -411,7 +433,14 @@ fn main() {
             fmt(b)
         ));
     };
-    row(&mut report, "GET /api/status (median)", small.status, large.status, us, true);
+    row(
+        &mut report,
+        "GET /api/status (median)",
+        small.status,
+        large.status,
+        us,
+        true,
+    );
     row(
         &mut report,
         "GET /api/dispatches?limit=100 (median)",
@@ -428,7 +457,32 @@ fn main() {
         us,
         true,
     );
-    row(&mut report, "store open (in process)", small.open, large.open, ms, false);
+    for (i, name) in [
+        "in process: journal_counts",
+        "in process: journal_active",
+        "in process: catalog figures",
+        "in process: store size_on_disk",
+    ]
+    .iter()
+    .enumerate()
+    {
+        row(
+            &mut report,
+            name,
+            small.status_parts[i],
+            large.status_parts[i],
+            us,
+            false,
+        );
+    }
+    row(
+        &mut report,
+        "store open (in process)",
+        small.open,
+        large.open,
+        ms,
+        false,
+    );
     row(
         &mut report,
         "dispatcher's start-up reads (active + counts)",

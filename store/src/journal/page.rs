@@ -45,7 +45,7 @@ pub struct BadCursor;
 impl FromStr for JournalCursor {
     type Err = BadCursor;
     fn from_str(s: &str) -> Result<Self, BadCursor> {
-        if s.len() % 2 != 0 || !s.is_ascii() {
+        if !s.len().is_multiple_of(2) || !s.is_ascii() {
             return Err(BadCursor);
         }
         let bytes = (0..s.len())
