@@ -155,9 +155,7 @@ pub async fn sessions(state: web::Data<AppState>) -> HttpResponse {
     let store = state.running.store.clone();
     match web::block(move || store.sessions()).await {
         Ok(Ok(s)) => HttpResponse::Ok().json(s),
-        Ok(Err(e)) => {
-            HttpResponse::InternalServerError().json(json!({ "error": e.to_string() }))
-        }
+        Ok(Err(e)) => HttpResponse::InternalServerError().json(json!({ "error": e.to_string() })),
         Err(e) => HttpResponse::ServiceUnavailable().json(json!({ "error": e.to_string() })),
     }
 }
