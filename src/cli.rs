@@ -51,11 +51,17 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum DispatchesCommand {
-    /// List dispatches, newest first.
+    /// List dispatches, newest first (one page of --limit; --all follows the pages).
     List {
         /// Only this state: active, completed, failed or cancelled.
         #[arg(long)]
         status: Option<String>,
+        /// Dispatches per page (the API's default 100, at most 1000).
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Every page, not only the first.
+        #[arg(long)]
+        all: bool,
     },
     /// Replay dispatches (by id or correlation id), or every failed one.
     Replay {

@@ -386,6 +386,60 @@ fn status_changed_with_only_is_active_pauses_and_resumes_and_neither_field_is_re
 }
 
 #[test]
+fn a_rejected_config_change_stays_visible_after_a_later_valid_one() {
+    let (sim, app) = connected();
+    let config = app.status()["config"].clone();
+    assert_eq!(config["last_error"], Value::Null);
+    assert_eq!(config["last_error_at"], Value::Null);
+    assert_eq!(config["rejected"], 0);
+    // One invalid node rejects the whole event.
+    assert!(sim.send_event(&event(
+        "proxy.nodes_changed",
+        "r1",
+        json!({"action": "added", "nodes": [node("node_1", 0)]})
+    )));
+    let rejected = eventually(T, || {
+        let c = app.status()["config"].clone();
+        (c["rejected"] == 1).then_some(c)
+    })
+    .expect("the rejection is shown");
+    let error = rejected["last_error"]
+        .as_str()
+        .expect("last_error")
+        .to_owned();
+    assert!(
+        error.contains("proxy.nodes_changed") && error.contains("port"),
+        "{error}"
+    );
+    let at = rejected["last_error_at"].as_str().expect("last_error_at");
+    assert!(at.ends_with('Z') && at.len() == 24, "{at}");
+    // A valid change afterwards is applied and leaves the rejection shown.
+    assert!(sim.send_event(&event(
+        "proxy.nodes_changed",
+        "r2",
+        json!({"action": "added", "nodes": [node("node_2", 11113)]})
+    )));
+    eventually(T, || {
+        (app.read_config("nodes.json")["nodes"].as_array()?.len() == 1).then_some(())
+    })
+    .expect("the valid change is applied");
+    assert!(sim.send_event(&event("ping", "after_valid", json!({}))));
+    sim.wait_frame(T, is_pong("after_valid")).expect("pong");
+    let config = app.status()["config"].clone();
+    assert_eq!(config["last_error"], error.as_str());
+    assert_eq!(config["last_error_at"], rejected["last_error_at"]);
+    assert_eq!(config["rejected"], 1);
+    // The page's configuration part says the same.
+    let (code, page) = app.get("/").expect("page");
+    assert_eq!(code, 200);
+    assert!(
+        page.contains(r#"<td data-config="rejected">1</td>"#),
+        "{page}"
+    );
+    assert!(page.contains(r#"data-config="last_error" class="error">proxy.nodes_changed rejected"#));
+}
+
+#[test]
 fn heartbeat_reports_status_nodes_and_follows_a_live_interval_change() {
     let scp = StoreScp::start("STORESCP");
     let (sim, app) = connected();

@@ -3,7 +3,7 @@
 //! waiting on) any actor.
 //!
 //! Each part has one writer: the link writes `link`, the router `router`, the
-//! config actor `proxy_status`/`config_error`/`nodes`, the node monitor `echo`.
+//! config actor `proxy_status`/`config_rejections`/`nodes`, the node monitor `echo`.
 //!
 //! The board also tells the status page what changes as it happens (`feed`,
 //! see [`crate::feed`]), keeps the last events in and out (`recent`), and the
@@ -128,6 +128,18 @@ pub struct EchoView {
     pub last_error: Option<String>,
 }
 
+/// Rejected configuration changes (APPLIANCE.md "Rejected configuration stays
+/// visible"): the most recent one and how many, never cleared by a later valid change.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ConfigRejections {
+    /// Why the most recent rejected event was rejected.
+    pub last_error: Option<String>,
+    /// When (RFC 3339).
+    pub last_error_at: Option<String>,
+    /// Rejected events since start-up.
+    pub rejected: u64,
+}
+
 /// Everything observed, shared by `Arc`.
 #[derive(Debug, Default)]
 pub struct Board {
@@ -141,7 +153,7 @@ pub struct Board {
     recent: RecentEvents,
     link: Mutex<LinkView>,
     proxy_status: Mutex<StatusFile>,
-    config_error: Mutex<Option<String>>,
+    config_rejections: Mutex<ConfigRejections>,
     unknown_config_keys: Mutex<Vec<String>>,
     nodes: Mutex<Vec<Node>>,
     echoes: Mutex<BTreeMap<String, EchoView>>,
@@ -177,11 +189,15 @@ impl Board {
         *lock(&self.proxy_status) = s;
     }
 
-    pub fn config_error(&self) -> Option<String> {
-        lock(&self.config_error).clone()
+    pub fn config_rejections(&self) -> ConfigRejections {
+        lock(&self.config_rejections).clone()
     }
-    pub fn set_config_error(&self, e: Option<String>) {
-        *lock(&self.config_error) = e;
+    /// Records a rejected configuration change at `at` (RFC 3339).
+    pub fn record_config_rejection(&self, why: String, at: String) {
+        let mut r = lock(&self.config_rejections);
+        r.last_error = Some(why);
+        r.last_error_at = Some(at);
+        r.rejected += 1;
     }
 
     /// Keys of `proxy.json` this version does not know (kept, not used).

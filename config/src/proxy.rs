@@ -31,6 +31,19 @@ pub const DEFAULT_NODE_RETRY_MAX_BACKOFF_S: u64 = 300;
 pub const DEFAULT_SPOOL_RETENTION_HOURS: u64 = 24;
 /// Log verbosity: `info` shows every event and state change without per-instance noise.
 pub const DEFAULT_LOG_LEVEL: LogLevel = LogLevel::Info;
+/// Seconds a DIMSE response may take: a minute covers a PACS committing a large
+/// instance to slow storage, yet notices a hung association.
+pub const DEFAULT_DIMSE_TIMEOUT_S: u64 = 60;
+/// Hours a failed dispatch stays parked, replayed when its node answers again: three
+/// days outlast a PACS down over a weekend.
+pub const DEFAULT_PARK_HOURS: u64 = 72;
+/// Bound of the DICOM cache in GB: none by default (the free-space floor still holds).
+pub const DEFAULT_CACHE_MAX_GB: Option<f64> = None;
+/// Free space (GB) never used up: 2 GB keeps the system and the logs alive when the
+/// cache grows.
+pub const DEFAULT_MIN_FREE_GB: f64 = 2.0;
+/// Days finished dispatches stay queryable before they are pruned: a quarter of a year.
+pub const DEFAULT_HISTORY_DAYS: u64 = 90;
 
 /// Allowed range of `heartbeat_interval_s`.
 pub const HEARTBEAT_INTERVAL_RANGE: RangeInclusive<u64> = 5..=3600;
@@ -42,6 +55,18 @@ pub const NODE_RETRY_MAX_ATTEMPTS_RANGE: RangeInclusive<u32> = 0..=1000;
 pub const NODE_RETRY_MAX_BACKOFF_RANGE: RangeInclusive<u64> = 1..=86_400;
 /// Allowed range of `spool_retention_hours` (0 = delete as soon as finished).
 pub const SPOOL_RETENTION_RANGE: RangeInclusive<u64> = 0..=8760;
+/// Allowed range of `dimse_timeout_s`.
+pub const DIMSE_TIMEOUT_RANGE: RangeInclusive<u64> = 5..=3600;
+/// Allowed range of `park_hours` (0 = never park).
+pub const PARK_HOURS_RANGE: RangeInclusive<u64> = 0..=8760;
+/// Allowed range of `cache_max_gb` when set.
+pub const CACHE_MAX_GB_RANGE: RangeInclusive<f64> = 0.1..=1_000_000.0;
+/// Allowed range of `min_free_gb`.
+pub const MIN_FREE_GB_RANGE: RangeInclusive<f64> = 0.0..=100_000.0;
+/// Allowed range of `history_days`.
+pub const HISTORY_DAYS_RANGE: RangeInclusive<u64> = 1..=3650;
+/// Bytes in one GB as these settings count them (10^9, as disks are sold).
+pub const BYTES_PER_GB: f64 = 1e9;
 
 /// `heartbeat_interval_s`
 pub const KEY_HEARTBEAT_INTERVAL_S: &str = "heartbeat_interval_s";
@@ -55,15 +80,30 @@ pub const KEY_NODE_RETRY_MAX_BACKOFF_S: &str = "node_retry_max_backoff_s";
 pub const KEY_SPOOL_RETENTION_HOURS: &str = "spool_retention_hours";
 /// `log_level`
 pub const KEY_LOG_LEVEL: &str = "log_level";
+/// `dimse_timeout_s`
+pub const KEY_DIMSE_TIMEOUT_S: &str = "dimse_timeout_s";
+/// `park_hours`
+pub const KEY_PARK_HOURS: &str = "park_hours";
+/// `cache_max_gb`
+pub const KEY_CACHE_MAX_GB: &str = "cache_max_gb";
+/// `min_free_gb`
+pub const KEY_MIN_FREE_GB: &str = "min_free_gb";
+/// `history_days`
+pub const KEY_HISTORY_DAYS: &str = "history_days";
 
 /// Every key this version interprets, in documentation order.
-pub const RECOGNISED_KEYS: [&str; 6] = [
+pub const RECOGNISED_KEYS: [&str; 11] = [
     KEY_HEARTBEAT_INTERVAL_S,
     KEY_MAX_CONCURRENT_DISPATCHES,
     KEY_NODE_RETRY_MAX_ATTEMPTS,
     KEY_NODE_RETRY_MAX_BACKOFF_S,
     KEY_SPOOL_RETENTION_HOURS,
     KEY_LOG_LEVEL,
+    KEY_DIMSE_TIMEOUT_S,
+    KEY_PARK_HOURS,
+    KEY_CACHE_MAX_GB,
+    KEY_MIN_FREE_GB,
+    KEY_HISTORY_DAYS,
 ];
 
 /// The `log_level` setting.
@@ -127,7 +167,7 @@ impl FromStr for LogLevel {
 }
 
 /// The effective runtime settings (defaults where `proxy.json` says nothing).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProxySettings {
     /// Seconds between `proxy.heartbeat` events (5–3600, default 30).
     pub heartbeat_interval_s: u64,
@@ -141,6 +181,16 @@ pub struct ProxySettings {
     pub spool_retention_hours: u64,
     /// Log verbosity (default `info`).
     pub log_level: LogLevel,
+    /// Seconds a DIMSE response may take (5–3600, default 60).
+    pub dimse_timeout_s: u64,
+    /// Hours a failed dispatch stays parked (0–8760, default 72).
+    pub park_hours: u64,
+    /// Bound of the DICOM cache in GB (0.1–1000000; `None`, the default: unbounded).
+    pub cache_max_gb: Option<f64>,
+    /// Free space in GB never used up (0–100000, default 2).
+    pub min_free_gb: f64,
+    /// Days finished dispatches are kept (1–3650, default 90).
+    pub history_days: u64,
 }
 
 impl Default for ProxySettings {
@@ -152,6 +202,11 @@ impl Default for ProxySettings {
             node_retry_max_backoff_s: DEFAULT_NODE_RETRY_MAX_BACKOFF_S,
             spool_retention_hours: DEFAULT_SPOOL_RETENTION_HOURS,
             log_level: DEFAULT_LOG_LEVEL,
+            dimse_timeout_s: DEFAULT_DIMSE_TIMEOUT_S,
+            park_hours: DEFAULT_PARK_HOURS,
+            cache_max_gb: DEFAULT_CACHE_MAX_GB,
+            min_free_gb: DEFAULT_MIN_FREE_GB,
+            history_days: DEFAULT_HISTORY_DAYS,
         }
     }
 }
@@ -167,6 +222,11 @@ impl ProxySettings {
             self.node_retry_max_backoff_s != other.node_retry_max_backoff_s,
             self.spool_retention_hours != other.spool_retention_hours,
             self.log_level != other.log_level,
+            self.dimse_timeout_s != other.dimse_timeout_s,
+            self.park_hours != other.park_hours,
+            self.cache_max_gb != other.cache_max_gb,
+            self.min_free_gb != other.min_free_gb,
+            self.history_days != other.history_days,
         ];
         RECOGNISED_KEYS
             .iter()
@@ -175,6 +235,29 @@ impl ProxySettings {
             .map(|(k, _)| (*k).to_owned())
             .collect()
     }
+
+    /// `cache_max_gb` in bytes (`None`: unbounded).
+    pub fn cache_max_bytes(&self) -> Option<u64> {
+        self.cache_max_gb.map(gb_to_bytes)
+    }
+
+    /// `min_free_gb` in bytes.
+    pub fn min_free_bytes(&self) -> u64 {
+        gb_to_bytes(self.min_free_gb)
+    }
+
+    /// `history_days` in milliseconds.
+    pub fn history_ms(&self) -> u64 {
+        self.history_days.saturating_mul(86_400_000)
+    }
+}
+
+/// GB (validated: finite, 0–1000000) as bytes.
+fn gb_to_bytes(gb: f64) -> u64 {
+    // In range by validation: at most 10^15 bytes, exact enough in f64 and far below u64::MAX.
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let bytes = (gb * BYTES_PER_GB).round().max(0.0) as u64;
+    bytes
 }
 
 /// Exactly what `proxy.json` holds: a JSON object, recognised and unknown keys alike.
@@ -211,6 +294,11 @@ impl ProxyFile {
             s.spool_retention_hours.into(),
         );
         raw.insert(KEY_LOG_LEVEL.into(), s.log_level.as_str().into());
+        raw.insert(KEY_DIMSE_TIMEOUT_S.into(), s.dimse_timeout_s.into());
+        raw.insert(KEY_PARK_HOURS.into(), s.park_hours.into());
+        raw.insert(KEY_CACHE_MAX_GB.into(), s.cache_max_gb.into());
+        raw.insert(KEY_MIN_FREE_GB.into(), s.min_free_gb.into());
+        raw.insert(KEY_HISTORY_DAYS.into(), s.history_days.into());
         Self { raw }
     }
 
@@ -261,6 +349,11 @@ impl ProxyFile {
                 d.spool_retention_hours,
             ),
             log_level: r.log_level(d.log_level),
+            dimse_timeout_s: r.int(KEY_DIMSE_TIMEOUT_S, DIMSE_TIMEOUT_RANGE, d.dimse_timeout_s),
+            park_hours: r.int(KEY_PARK_HOURS, PARK_HOURS_RANGE, d.park_hours),
+            cache_max_gb: r.optional_number(KEY_CACHE_MAX_GB, CACHE_MAX_GB_RANGE, d.cache_max_gb),
+            min_free_gb: r.number(KEY_MIN_FREE_GB, MIN_FREE_GB_RANGE, d.min_free_gb),
+            history_days: r.int(KEY_HISTORY_DAYS, HISTORY_DAYS_RANGE, d.history_days),
         };
         if r.problems.is_empty() {
             Ok(s)
@@ -310,6 +403,36 @@ impl Reader<'_> {
             Some(n) => format!("must be {}-{}, got {n}", range.start(), range.end()),
             None => format!(
                 "must be an integer {}-{}, got {}",
+                range.start(),
+                range.end(),
+                describe(v)
+            ),
+        };
+        self.problems.push(Problem::new(key, message));
+        default
+    }
+
+    /// A number (integer or not) in `range`; absent or `null` is the default.
+    fn number(&mut self, key: &str, range: RangeInclusive<f64>, default: f64) -> f64 {
+        self.optional_number(key, range, Some(default))
+            .unwrap_or(default)
+    }
+
+    /// A number in `range`, or `None` when absent or `null` and the default is `None`.
+    fn optional_number(
+        &mut self,
+        key: &str,
+        range: RangeInclusive<f64>,
+        default: Option<f64>,
+    ) -> Option<f64> {
+        let Some(v) = self.raw.get(key).filter(|v| !v.is_null()) else {
+            return default;
+        };
+        let message = match v.as_f64() {
+            Some(n) if range.contains(&n) => return Some(n),
+            Some(n) => format!("must be {}-{}, got {n}", range.start(), range.end()),
+            None => format!(
+                "must be a number {}-{}, got {}",
                 range.start(),
                 range.end(),
                 describe(v)
@@ -393,223 +516,4 @@ pub fn merge_config_change(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
-    use serde_json::json;
-
-    fn proxy(v: Value) -> ProxyFile {
-        ProxyFile::from_value(v).unwrap()
-    }
-
-    fn fields(err: &ConfigError) -> Vec<&str> {
-        match err {
-            ConfigError::Invalid(p) => p.iter().map(|p| p.field.as_str()).collect(),
-            other => panic!("not Invalid: {other:?}"),
-        }
-    }
-
-    #[test]
-    fn defaults() {
-        let s = ProxySettings::default();
-        assert_eq!(s.heartbeat_interval_s, 30);
-        assert_eq!(s.max_concurrent_dispatches, 2);
-        assert_eq!(s.node_retry_max_attempts, 10);
-        assert_eq!(s.node_retry_max_backoff_s, 300);
-        assert_eq!(s.spool_retention_hours, 24);
-        assert_eq!(s.log_level, LogLevel::Info);
-        assert_eq!(ProxyFile::default().settings().unwrap(), s);
-        assert_eq!(ProxyFile::from_settings(&s).settings().unwrap(), s);
-        assert!(ProxyFile::from_settings(&s).unknown_keys().is_empty());
-    }
-
-    #[test]
-    fn reads_values_and_accepts_integral_floats() {
-        let f = proxy(json!({"heartbeat_interval_s": 60.0, "log_level": "debug",
-                             "spool_retention_hours": 0, "node_retry_max_attempts": null}));
-        let s = f.settings().unwrap();
-        assert_eq!(s.heartbeat_interval_s, 60);
-        assert_eq!(s.log_level, LogLevel::Debug);
-        assert_eq!(s.spool_retention_hours, 0);
-        assert_eq!(s.node_retry_max_attempts, 10);
-    }
-
-    #[test]
-    fn range_edges() {
-        let ok = |k: &str, v: Value| proxy(json!({ k: v })).settings().is_ok();
-        for (k, lo, hi) in [
-            (KEY_HEARTBEAT_INTERVAL_S, 5, 3600),
-            (KEY_MAX_CONCURRENT_DISPATCHES, 1, 64),
-            (KEY_NODE_RETRY_MAX_ATTEMPTS, 0, 1000),
-            (KEY_NODE_RETRY_MAX_BACKOFF_S, 1, 86_400),
-            (KEY_SPOOL_RETENTION_HOURS, 0, 8760),
-        ] {
-            assert!(ok(k, json!(lo)), "{k}={lo}");
-            assert!(ok(k, json!(hi)), "{k}={hi}");
-            assert!(!ok(k, json!(lo - 1)), "{k}={}", lo - 1);
-            assert!(!ok(k, json!(hi + 1)), "{k}={}", hi + 1);
-            assert!(!ok(k, json!(format!("{lo}"))), "{k} as string");
-            assert!(!ok(k, json!(lo as f64 + 0.5)), "{k} fractional");
-            assert!(!ok(k, json!(true)), "{k} bool");
-        }
-        for l in ["trace", "debug", "info", "warn", "error"] {
-            assert!(ok(KEY_LOG_LEVEL, json!(l)));
-        }
-        assert!(!ok(KEY_LOG_LEVEL, json!("verbose")));
-        assert!(!ok(KEY_LOG_LEVEL, json!(3)));
-    }
-
-    #[test]
-    fn problem_text() {
-        let err = proxy(json!({"heartbeat_interval_s": 1}))
-            .settings()
-            .unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "heartbeat_interval_s: must be 5-3600, got 1"
-        );
-        let err = proxy(json!({"heartbeat_interval_s": "30"}))
-            .settings()
-            .unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "heartbeat_interval_s: must be an integer 5-3600, got string \"30\""
-        );
-    }
-
-    #[test]
-    fn unknown_keys_are_listed_sorted() {
-        let f = proxy(json!({"zeta": 1, "alpha": true, "log_level": "info"}));
-        assert_eq!(f.unknown_keys(), ["alpha", "zeta"]);
-        assert!(f.settings().is_ok());
-    }
-
-    #[test]
-    fn merge_sets_keeps_unknown_and_reports_changes() {
-        let current = proxy(json!({"heartbeat_interval_s": 30, "custom": "x"}));
-        let m = merge_config_change(
-            &current,
-            &json!({"config": {"heartbeat_interval_s": 60, "max_concurrent_dispatches": 2,
-                               "future_key": [1]}}),
-        )
-        .unwrap();
-        assert_eq!(m.settings.heartbeat_interval_s, 60);
-        assert_eq!(
-            m.changed,
-            ["heartbeat_interval_s"],
-            "2 is the default: no change"
-        );
-        assert_eq!(m.unknown, ["future_key"]);
-        assert_eq!(m.file.raw.get("future_key"), Some(&json!([1])));
-        assert_eq!(m.file.raw.get("custom"), Some(&json!("x")));
-        assert_eq!(m.file.raw.get("max_concurrent_dispatches"), Some(&json!(2)));
-        assert_eq!(m.file.unknown_keys(), ["custom", "future_key"]);
-    }
-
-    #[test]
-    fn merge_null_removes_the_key() {
-        let current = proxy(json!({"heartbeat_interval_s": 60, "custom": 1}));
-        let m = merge_config_change(
-            &current,
-            &json!({"config": {"heartbeat_interval_s": null, "custom": null}}),
-        )
-        .unwrap();
-        assert!(m.file.raw.is_empty());
-        assert_eq!(m.settings.heartbeat_interval_s, 30);
-        assert_eq!(m.changed, ["heartbeat_interval_s"]);
-        assert_eq!(m.unknown, ["custom"]);
-    }
-
-    #[test]
-    fn merge_rejects_the_whole_change_with_every_problem() {
-        let current = proxy(json!({"heartbeat_interval_s": 60}));
-        let err = merge_config_change(
-            &current,
-            &json!({"config": {"heartbeat_interval_s": 10, "max_concurrent_dispatches": 0,
-                               "log_level": "loud", "spool_retention_hours": "24",
-                               "future": 1}}),
-        )
-        .unwrap_err();
-        assert_eq!(
-            fields(&err),
-            [
-                "max_concurrent_dispatches",
-                "spool_retention_hours",
-                "log_level"
-            ]
-        );
-        // The current file is untouched (it is borrowed; the caller keeps using it).
-        assert_eq!(current.settings().unwrap().heartbeat_interval_s, 60);
-    }
-
-    #[test]
-    fn merge_bad_payloads() {
-        for p in [
-            json!({}),
-            json!(null),
-            json!({"config": null}),
-            json!({"config": [1]}),
-            json!({"config": "x"}),
-            json!({"heartbeat_interval_s": 30}),
-        ] {
-            let err = merge_config_change(&ProxyFile::default(), &p).unwrap_err();
-            assert!(matches!(err, ConfigError::BadPayload(_)), "{p}: {err:?}");
-        }
-    }
-
-    #[test]
-    fn empty_merge_changes_nothing() {
-        let current = proxy(json!({"log_level": "warn"}));
-        let m = merge_config_change(&current, &json!({"config": {}})).unwrap();
-        assert_eq!(m.file, current);
-        assert!(m.changed.is_empty() && m.unknown.is_empty());
-    }
-
-    #[test]
-    fn file_is_transparent_json() {
-        let f = proxy(json!({"a": 1}));
-        assert_eq!(serde_json::to_value(&f).unwrap(), json!({"a": 1}));
-        assert!(ProxyFile::from_value(json!([])).is_err());
-    }
-
-    fn arb_json() -> impl Strategy<Value = Value> {
-        let leaf = prop_oneof![
-            Just(Value::Null),
-            any::<bool>().prop_map(Value::Bool),
-            any::<i64>().prop_map(Value::from),
-            any::<f64>().prop_map(Value::from),
-            (0u64..100_000).prop_map(Value::from),
-            prop_oneof![Just("info".to_owned()), ".{0,6}".prop_map(String::from)]
-                .prop_map(Value::String),
-        ];
-        leaf.prop_recursive(3, 24, 6, |inner| {
-            let key = prop_oneof![
-                prop::sample::select(RECOGNISED_KEYS.to_vec()).prop_map(str::to_owned),
-                Just("config".to_owned()),
-                "[a-z]{1,5}",
-            ];
-            prop_oneof![
-                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
-                prop::collection::btree_map(key, inner, 0..8)
-                    .prop_map(|m| Value::Object(m.into_iter().collect())),
-            ]
-        })
-    }
-
-    proptest! {
-        #[test]
-        fn merge_never_panics(current in arb_json(), payload in arb_json(), config in arb_json()) {
-            let current = ProxyFile::from_value(current).unwrap_or_default();
-            let _ = current.settings();
-            let _ = merge_config_change(&current, &payload);
-            if let Ok(m) = merge_config_change(&current, &json!({"config": config.clone()})) {
-                // What is accepted validates again when read back from the file.
-                prop_assert_eq!(m.file.settings().unwrap(), m.settings);
-                for (k, v) in config.as_object().into_iter().flatten() {
-                    // A null removes its key; any other value is stored as given.
-                    prop_assert_eq!(m.file.raw.get(k), (!v.is_null()).then_some(v));
-                }
-            }
-        }
-    }
-}
+mod tests;

@@ -1,9 +1,12 @@
 //! JSON reads: `/api/status`, `/api/actors`, `/api/nodes` (shapes of
 //! APPLIANCE.md; `null` where this version does not know a figure yet).
+//! `/api/nodes` and most of `/api/status` come from the board; the store's figures
+//! (catalog counters, the journal's counts and active dispatches) are read on
+//! actix-web's blocking pool, so a slow disk never stalls the HTTP threads.
 
 use std::sync::atomic::Ordering;
 
-use laminate_store::{Catalog, DispatchState, Journal};
+use laminate_store::{Catalog, Journal};
 
 use actix_web::{web, HttpResponse};
 use laminate_actors::board::{Board, LinkView};
@@ -13,6 +16,18 @@ use serde_json::{json, Value};
 use super::AppState;
 
 pub async fn status(state: web::Data<AppState>) -> HttpResponse {
+    // The store's reads wait on the disk: off the HTTP threads.
+    let figures = {
+        let state = state.clone();
+        web::block(move || (store_figures(&state), dispatch_figures(&state))).await
+    };
+    let (store, dispatches) = match figures {
+        Ok(f) => f,
+        Err(e) => {
+            let e = json!({ "error": e.to_string() });
+            (e.clone(), e)
+        }
+    };
     let board = &state.running.board;
     let link = board.link();
     let proxy = board.proxy_status();
@@ -32,14 +47,23 @@ pub async fn status(state: web::Data<AppState>) -> HttpResponse {
             "unknown_types": c.unknown_types.load(Ordering::Relaxed),
             "events_out": c.events_out.load(Ordering::Relaxed),
         },
-        "config": {
-            "last_error": board.config_error(),
-            "unknown_keys": board.unknown_config_keys(),
-        },
-        "store": store_figures(&state),
-        "dispatches": dispatch_figures(&state),
+        "config": config_json(board),
+        "store": store,
+        "dispatches": dispatches,
         "outbox": { "depth": board.outbox_depth() },
     }))
+}
+
+/// The `config` object of `/api/status`: the last rejected change (kept after valid
+/// ones), when, how many, and the unknown `proxy.json` keys.
+pub fn config_json(board: &Board) -> Value {
+    let r = board.config_rejections();
+    json!({
+        "last_error": r.last_error,
+        "last_error_at": r.last_error_at,
+        "rejected": r.rejected,
+        "unknown_keys": board.unknown_config_keys(),
+    })
 }
 
 pub async fn actors(state: web::Data<AppState>) -> HttpResponse {
@@ -153,22 +177,26 @@ pub fn store_figures(state: &AppState) -> Value {
     }
 }
 
+/// The `dispatches` object of `/api/status`: the journal's counts, and the active
+/// dispatches alone for `queued` (so it costs the same with any amount of history).
 pub fn dispatch_figures(state: &AppState) -> Value {
-    match state.running.store.journal_all() {
-        Ok(all) => {
-            let count = |s: DispatchState| all.iter().filter(|r| r.state() == s).count();
-            let queued = all
+    let store = &state.running.store;
+    let figures = store.journal_counts().and_then(|c| {
+        let active = store.journal_active()?;
+        Ok((c, active))
+    });
+    match figures {
+        Ok((c, active)) => {
+            let queued = active
                 .iter()
-                .filter(|r| {
-                    r.state() == DispatchState::Active && r.stage == laminate_store::Stage::Queued
-                })
+                .filter(|r| r.stage == laminate_store::Stage::Queued)
                 .count();
             json!({
-                "active": count(DispatchState::Active),
+                "active": c.active,
                 "queued": queued,
-                "failed": count(DispatchState::Failed),
-                "completed": count(DispatchState::Completed),
-                "cancelled": count(DispatchState::Cancelled),
+                "failed": c.failed,
+                "completed": c.completed,
+                "cancelled": c.cancelled,
             })
         }
         Err(e) => json!({ "error": e.to_string(), "active": null, "queued": null, "failed": null }),
@@ -176,8 +204,10 @@ pub fn dispatch_figures(state: &AppState) -> Value {
 }
 
 pub async fn sessions(state: web::Data<AppState>) -> HttpResponse {
-    match state.running.store.sessions() {
-        Ok(s) => HttpResponse::Ok().json(s),
-        Err(e) => HttpResponse::InternalServerError().json(json!({ "error": e.to_string() })),
+    let store = state.running.store.clone();
+    match web::block(move || store.sessions()).await {
+        Ok(Ok(s)) => HttpResponse::Ok().json(s),
+        Ok(Err(e)) => HttpResponse::InternalServerError().json(json!({ "error": e.to_string() })),
+        Err(e) => HttpResponse::ServiceUnavailable().json(json!({ "error": e.to_string() })),
     }
 }

@@ -1,10 +1,14 @@
-//! Dispatches in the local API: list and detail (read from the journal), and
-//! the operator actions replay, replay-all-failed and cancel (sent to the
-//! dispatcher, behind the token rule).
+//! Dispatches in the local API: list (a page at a time, newest first) and detail
+//! (read from the journal on a blocking thread), and the operator actions replay,
+//! replay-all-failed and cancel (sent to the dispatcher, behind the token rule).
+//!
+//! The list stays a JSON array; when there is more, the next page's cursor is in the
+//! `X-Next-Before` header (and a `Link: <…>; rel="next"` header with the whole URL):
+//! `?before={cursor}` continues with the same `limit` and `status`.
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use laminate_actors::dispatch::{CancelRequested, ReplayFailedRequested, ReplayRequested};
-use laminate_store::{DispatchRecord, Journal};
+use laminate_store::{DispatchRecord, DispatchState, Journal, JournalCursor};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -35,26 +39,72 @@ pub fn dispatch_json(r: &DispatchRecord) -> Value {
     })
 }
 
+/// A page's size when `?limit=` is not given.
+pub const DEFAULT_LIMIT: usize = 100;
+/// The largest page (a larger `?limit=` is cut to it).
+pub const MAX_LIMIT: usize = 1000;
+/// The response header holding the next page's cursor.
+pub const NEXT_BEFORE: &str = "x-next-before";
+
 #[derive(Deserialize)]
 pub struct ListQuery {
     status: Option<String>,
-    /// At most this many (newest first).
+    /// At most this many (newest first), 1–[`MAX_LIMIT`].
     limit: Option<usize>,
+    /// A cursor from [`NEXT_BEFORE`]: only dispatches listed after it.
+    before: Option<String>,
+}
+
+/// The `state` named by `?status=`; `Err` for a name that no dispatch can have.
+fn state_of(s: &str) -> Result<DispatchState, ()> {
+    serde_json::from_value(Value::String(s.to_owned())).map_err(|_| ())
 }
 
 pub async fn list(state: web::Data<AppState>, q: web::Query<ListQuery>) -> HttpResponse {
-    match state.running.store.journal_all() {
-        Ok(mut all) => {
-            all.reverse();
-            let rows: Vec<Value> = all
-                .iter()
-                .map(dispatch_json)
-                .filter(|v| q.status.as_deref().is_none_or(|s| v["state"] == s))
-                .take(q.limit.unwrap_or(usize::MAX))
-                .collect();
-            HttpResponse::Ok().json(rows)
+    let filter = match q.status.as_deref() {
+        None | Some("") => None,
+        Some(s) => match state_of(s) {
+            Ok(st) => Some(st),
+            // No dispatch is in that state (as before paging: an empty list).
+            Err(()) => return HttpResponse::Ok().json(Vec::<Value>::new()),
+        },
+    };
+    let before = match q.before.as_deref() {
+        None | Some("") => None,
+        Some(c) => match c.parse::<JournalCursor>() {
+            Ok(c) => Some(c),
+            Err(e) => {
+                return HttpResponse::BadRequest().json(json!({ "error": format!("before: {e}") }))
+            }
+        },
+    };
+    let limit = q.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
+    let store = state.running.store.clone();
+    let page = web::block(move || store.journal_page(filter, before.as_ref(), limit)).await;
+    match page {
+        Ok(Ok(page)) => {
+            let rows: Vec<Value> = page.records.iter().map(dispatch_json).collect();
+            let mut resp = HttpResponse::Ok();
+            if let Some(next) = page.next {
+                let next = next.to_string();
+                let status = q
+                    .status
+                    .as_deref()
+                    .filter(|s| !s.is_empty())
+                    .map(|s| format!("&status={s}"))
+                    .unwrap_or_default();
+                resp.insert_header((NEXT_BEFORE, next.clone()))
+                    .insert_header((
+                        "link",
+                        format!(
+                            r#"</api/dispatches?limit={limit}&before={next}{status}>; rel="next""#
+                        ),
+                    ));
+            }
+            resp.json(rows)
         }
-        Err(e) => HttpResponse::InternalServerError().json(json!({ "error": e.to_string() })),
+        Ok(Err(e)) => HttpResponse::InternalServerError().json(json!({ "error": e.to_string() })),
+        Err(e) => HttpResponse::ServiceUnavailable().json(json!({ "error": e.to_string() })),
     }
 }
 
@@ -67,12 +117,18 @@ fn find(state: &AppState, id: &str) -> Result<Option<DispatchRecord>, String> {
 }
 
 pub async fn detail(state: web::Data<AppState>, path: web::Path<String>) -> HttpResponse {
-    match find(&state, &path) {
-        Ok(Some(r)) => HttpResponse::Ok().json(dispatch_json(&r)),
-        Ok(None) => {
-            HttpResponse::NotFound().json(json!({ "error": format!("no dispatch {path}") }))
+    let id = path.into_inner();
+    let found = {
+        let (state, id) = (state.clone(), id.clone());
+        web::block(move || find(&state, &id)).await
+    };
+    match found {
+        Ok(Ok(Some(r))) => HttpResponse::Ok().json(dispatch_json(&r)),
+        Ok(Ok(None)) => {
+            HttpResponse::NotFound().json(json!({ "error": format!("no dispatch {id}") }))
         }
-        Err(e) => HttpResponse::InternalServerError().json(json!({ "error": e })),
+        Ok(Err(e)) => HttpResponse::InternalServerError().json(json!({ "error": e })),
+        Err(e) => HttpResponse::ServiceUnavailable().json(json!({ "error": e.to_string() })),
     }
 }
 

@@ -18,7 +18,7 @@ use laminate_store::Journal;
 use serde_json::{json, Value};
 use tokio::sync::broadcast::{self, error::RecvError};
 
-use super::api::{dispatch_figures, link_json, node_json, store_figures};
+use super::api::{config_json, dispatch_figures, link_json, node_json, store_figures};
 use super::charts::{Charts, DailyTally};
 use super::dispatches::dispatch_json;
 use super::AppState;
@@ -138,6 +138,7 @@ async fn run(state: AppState, tx: broadcast::Sender<Message>, daily: Arc<DailyTa
                         "store": store_figures(&state),
                         "dispatches": dispatch_figures(&state),
                         "outbox": { "depth": board.outbox_depth() },
+                        "config": config_json(&board),
                     });
                     if now != store {
                         let mut msg = now.clone();

@@ -27,7 +27,7 @@ use actix_web::{web, HttpResponse};
 use laminate_actors::board::{Counters, LinkState};
 use laminate_actors::feed::{RttSnapshot, RTT_BUCKETS};
 use laminate_actors::health::ActorState;
-use laminate_store::{Catalog, DispatchState, Journal};
+use laminate_store::{Catalog, Journal};
 use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -103,26 +103,35 @@ impl EncodeMetric for RttHistogram {
 }
 
 pub async fn metrics(state: web::Data<AppState>, hub: web::Data<Hub>) -> HttpResponse {
-    let mut registry = collect(&state);
-    registry.register(
-        "status_feed_clients",
-        "Browsers connected to the status page's live feed",
-        gauge(hub.clients() as i64),
-    );
-    registry.register(
-        "status_feed_dropped_clients",
-        "Browsers dropped from the live feed for falling behind",
-        counter(hub.dropped()),
-    );
-    let mut body = String::new();
-    match prometheus_client::encoding::text::encode(&mut body, &registry) {
-        Ok(()) => HttpResponse::Ok()
+    let (clients, dropped) = (hub.clients(), hub.dropped());
+    // The store's figures wait on the disk: collected off the HTTP threads.
+    let encoded = web::block(move || {
+        let mut registry = collect(&state);
+        registry.register(
+            "status_feed_clients",
+            "Browsers connected to the status page's live feed",
+            gauge(clients as i64),
+        );
+        registry.register(
+            "status_feed_dropped_clients",
+            "Browsers dropped from the live feed for falling behind",
+            counter(dropped),
+        );
+        let mut body = String::new();
+        prometheus_client::encoding::text::encode(&mut body, &registry).map(|()| body)
+    })
+    .await;
+    match encoded {
+        Ok(Ok(body)) => HttpResponse::Ok()
             .insert_header((
                 header::CONTENT_TYPE,
                 "application/openmetrics-text; version=1.0.0; charset=utf-8",
             ))
             .body(body),
-        Err(e) => HttpResponse::InternalServerError()
+        Err(e) => HttpResponse::ServiceUnavailable()
+            .content_type("text/plain")
+            .body(format!("cannot collect metrics: {e}\n")),
+        Ok(Err(e)) => HttpResponse::InternalServerError()
             .content_type("text/plain")
             .body(format!("cannot encode metrics: {e}\n")),
     }
@@ -156,24 +165,16 @@ fn collect(state: &AppState) -> Registry {
         counter(Counters::get(&c.duplicates)),
     );
 
-    if let Ok(all) = store.journal_all() {
-        let mut by_state: BTreeMap<&str, i64> = [
-            ("active", 0),
-            ("completed", 0),
-            ("failed", 0),
-            ("cancelled", 0),
+    if let Ok(c) = store.journal_counts() {
+        let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        let by_state: BTreeMap<&str, i64> = [
+            ("active", n(c.active)),
+            ("completed", n(c.completed)),
+            ("failed", n(c.failed)),
+            ("cancelled", n(c.cancelled)),
         ]
         .into_iter()
         .collect();
-        for rec in &all {
-            let s = match rec.state() {
-                DispatchState::Active => "active",
-                DispatchState::Completed => "completed",
-                DispatchState::Failed => "failed",
-                DispatchState::Cancelled => "cancelled",
-            };
-            *by_state.entry(s).or_default() += 1;
-        }
         r.register(
             "dispatches",
             "Dispatches in the journal, by state",

@@ -297,6 +297,17 @@
       if (v === undefined) continue;
       cells[i].textContent = cells[i].hasAttribute("data-bytes") ? humanBytes(v) : text(v);
     }
+    setConfig(m.config);
+  }
+
+  function setConfig(c) {
+    if (!c) return;
+    var cells = document.querySelectorAll("td[data-config]");
+    for (var i = 0; i < cells.length; i++) {
+      var v = c[cells[i].getAttribute("data-config")];
+      if (v === undefined) continue;
+      cells[i].textContent = text(Array.isArray(v) ? v.join(", ") : v);
+    }
   }
 
   // ---- resync from the API (on every (re)connect: nothing missed) --------

@@ -15,7 +15,7 @@ use laminate_store::Journal;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::api::{dispatch_figures, link_json, node_json, store_figures};
+use super::api::{config_json, dispatch_figures, link_json, node_json, store_figures};
 use super::charts::Charts;
 use super::dispatches::dispatch_json;
 use super::forms::Flashes;
@@ -117,7 +117,15 @@ pub async fn page(
 ) -> HttpResponse {
     let flash = q.flash.and_then(|id| flashes.get(id));
     let charts = Charts::now(&state, hub.daily());
-    let html = render(&state, &charts, flash);
+    // Rendering reads the store, which waits on the disk: off the HTTP threads.
+    let html = match web::block(move || render(&state, &charts, flash)).await {
+        Ok(html) => html,
+        Err(e) => {
+            return HttpResponse::ServiceUnavailable()
+                .content_type("text/plain; charset=utf-8")
+                .body(format!("cannot render the page: {e}"))
+        }
+    };
     HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")
         .insert_header((header::CONTENT_SECURITY_POLICY, CSP))
@@ -314,12 +322,12 @@ fn render(state: &AppState, charts: &Charts, flash: Option<(String, bool)>) -> S
     h.push_str(
         r#"<table><thead><tr><th>Dispatch</th><th>Priority</th><th>State</th><th>Replays</th><th>Updated</th><th>Nodes</th><th></th></tr></thead><tbody id="dispatch-rows">"#,
     );
-    match state.running.store.journal_all() {
-        Ok(all) => {
-            if all.is_empty() {
+    match state.running.store.journal_page(None, None, DISPATCH_ROWS) {
+        Ok(page) => {
+            if page.records.is_empty() {
                 h.push_str(r#"<tr class="empty"><td colspan="7">No dispatches yet.</td></tr>"#);
             }
-            for r in all.iter().rev().take(DISPATCH_ROWS) {
+            for r in &page.records {
                 dispatch_row(&mut h, &dispatch_json(r), &acts);
             }
         }
@@ -374,6 +382,34 @@ fn render(state: &AppState, charts: &Charts, flash: Option<(String, bool)>) -> S
         r#"<tr><th>Dispatches</th><td data-store="dispatches">{}</td></tr>"#,
         esc(&dispatch_summary(&disp))
     );
+    h.push_str("</tbody></table></section>\n");
+
+    // Configuration: the last rejected change stays until another one replaces it.
+    let config = config_json(board);
+    h.push_str(r#"<section id="config"><h2>Configuration</h2><table class="kv"><tbody>"#);
+    for (key, label) in [
+        ("last_error", "Last rejected change"),
+        ("last_error_at", "Rejected at"),
+        ("rejected", "Rejected changes"),
+        ("unknown_keys", "Unknown proxy.json keys"),
+    ] {
+        let v = match &config[key] {
+            Value::Array(keys) => text(&Value::String(
+                keys.iter().map(text).collect::<Vec<_>>().join(", "),
+            )),
+            v => text(v),
+        };
+        let class = if key == "last_error" {
+            r#" class="error""#
+        } else {
+            ""
+        };
+        let _ = write!(
+            h,
+            r#"<tr><th>{label}</th><td data-config="{key}"{class}>{}</td></tr>"#,
+            esc(&v)
+        );
+    }
     h.push_str("</tbody></table></section>\n");
 
     // Recent events, newest first.

@@ -35,17 +35,30 @@ impl LocalApi {
 
     pub fn get(&self, path: &str) -> Result<(u16, String), String> {
         self.call(false, path, None)
+            .map(|(code, body, _)| (code, body))
+    }
+
+    /// A GET of a paged list: also the next page's cursor (`X-Next-Before`), if any.
+    pub fn get_page(&self, path: &str) -> Result<(u16, String, Option<String>), String> {
+        self.call(false, path, None)
     }
 
     pub fn post(&self, path: &str) -> Result<(u16, String), String> {
         self.call(true, path, None)
+            .map(|(code, body, _)| (code, body))
     }
 
     pub fn post_body(&self, path: &str, json: Option<String>) -> Result<(u16, String), String> {
         self.call(true, path, json)
+            .map(|(code, body, _)| (code, body))
     }
 
-    fn call(&self, post: bool, path: &str, json: Option<String>) -> Result<(u16, String), String> {
+    fn call(
+        &self,
+        post: bool,
+        path: &str,
+        json: Option<String>,
+    ) -> Result<(u16, String, Option<String>), String> {
         let url = format!("{}{}", self.base, path);
         let token = self.token.clone();
         actix_rt::System::new().block_on(async move {
@@ -68,9 +81,15 @@ impl LocalApi {
                 .limit(16 * 1024 * 1024)
                 .await
                 .map_err(|e| format!("reading the answer: {e}"))?;
+            let next = resp
+                .headers()
+                .get("x-next-before")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
             Ok((
                 resp.status().as_u16(),
                 String::from_utf8_lossy(&body).into_owned(),
+                next,
             ))
         })
     }

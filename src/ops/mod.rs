@@ -143,54 +143,15 @@ pub fn dispatches(cmd: DispatchesCommand, api: LocalApiArgs) -> ExitCode {
         }
     };
     let outcome = match cmd {
-        DispatchesCommand::List { status } => {
-            let path = match status {
-                Some(s) => format!("/api/dispatches?status={s}"),
-                None => "/api/dispatches".to_owned(),
-            };
-            api.get(&path).and_then(|(code, body)| {
-                if code != 200 {
-                    return Err(format!("{code}: {body}"));
-                }
-                let rows: Vec<serde_json::Value> =
-                    serde_json::from_str(&body).map_err(|e| format!("bad answer: {e}"))?;
-                println!(
-                    "{:<9} {:<10} {:<8} {:<28} {:<24} NODES",
-                    "ID", "STATE", "PRIORITY", "ENTITY", "UPDATED"
-                );
-                for r in rows {
-                    let nodes: Vec<String> = r["nodes"]
-                        .as_array()
-                        .map(|ns| {
-                            ns.iter()
-                                .map(|n| {
-                                    format!(
-                                        "{}={} {}/{}",
-                                        n["node_id"].as_str().unwrap_or("?"),
-                                        n["status"].as_str().unwrap_or("?"),
-                                        n["files_sent"],
-                                        n["files_total"]
-                                    )
-                                })
-                                .collect()
-                        })
-                        .unwrap_or_default();
-                    println!(
-                        "{:<9} {:<10} {:<8} {:<28} {:<24} {}",
-                        r["id"].as_str().unwrap_or("?"),
-                        r["state"].as_str().unwrap_or("?"),
-                        r["priority"].as_str().unwrap_or("?"),
-                        format!(
-                            "{} {}",
-                            r["entity_type"].as_str().unwrap_or("?"),
-                            r["entity_id"].as_str().unwrap_or("?")
-                        ),
-                        r["updated_at"].as_str().unwrap_or("?"),
-                        nodes.join(", ")
-                    );
-                }
-                Ok(())
-            })
+        DispatchesCommand::List { status, limit, all } => {
+            let mut query = Vec::new();
+            if let Some(s) = status {
+                query.push(format!("status={s}"));
+            }
+            if let Some(n) = limit {
+                query.push(format!("limit={n}"));
+            }
+            list_dispatches(&api, &query, all)
         }
         DispatchesCommand::Replay {
             ids,
@@ -254,4 +215,74 @@ pub fn dispatches(cmd: DispatchesCommand, api: LocalApiArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Prints the dispatch list: the first page, or with `all` every page (following the
+/// `X-Next-Before` cursor).
+fn list_dispatches(api: &LocalApi, query: &[String], all: bool) -> Result<(), String> {
+    println!(
+        "{:<9} {:<10} {:<8} {:<28} {:<24} NODES",
+        "ID", "STATE", "PRIORITY", "ENTITY", "UPDATED"
+    );
+    let mut before: Option<String> = None;
+    loop {
+        let mut q = query.to_vec();
+        if let Some(c) = &before {
+            q.push(format!("before={c}"));
+        }
+        let path = if q.is_empty() {
+            "/api/dispatches".to_owned()
+        } else {
+            format!("/api/dispatches?{}", q.join("&"))
+        };
+        let (code, body, next) = api.get_page(&path)?;
+        if code != 200 {
+            return Err(format!("{code}: {body}"));
+        }
+        let rows: Vec<serde_json::Value> =
+            serde_json::from_str(&body).map_err(|e| format!("bad answer: {e}"))?;
+        for r in rows {
+            print_dispatch(&r);
+        }
+        match next {
+            Some(c) if all => before = Some(c),
+            Some(_) => {
+                eprintln!("(more: --all lists every page)");
+                return Ok(());
+            }
+            None => return Ok(()),
+        }
+    }
+}
+
+fn print_dispatch(r: &serde_json::Value) {
+    let nodes: Vec<String> = r["nodes"]
+        .as_array()
+        .map(|ns| {
+            ns.iter()
+                .map(|n| {
+                    format!(
+                        "{}={} {}/{}",
+                        n["node_id"].as_str().unwrap_or("?"),
+                        n["status"].as_str().unwrap_or("?"),
+                        n["files_sent"],
+                        n["files_total"]
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    println!(
+        "{:<9} {:<10} {:<8} {:<28} {:<24} {}",
+        r["id"].as_str().unwrap_or("?"),
+        r["state"].as_str().unwrap_or("?"),
+        r["priority"].as_str().unwrap_or("?"),
+        format!(
+            "{} {}",
+            r["entity_type"].as_str().unwrap_or("?"),
+            r["entity_id"].as_str().unwrap_or("?")
+        ),
+        r["updated_at"].as_str().unwrap_or("?"),
+        nodes.join(", ")
+    );
 }

@@ -10,12 +10,26 @@
 //!   dispatch delivers (kept apart from the record: a subject may have thousands).
 //! - `dispatch_acks`: key = `{id}\0{node}\0{sop uid}`, value = [`Ack`] as JSON — one small
 //!   write per acknowledged instance, flushed before the next instance goes out.
+//! - the secondary indexes of `index.rs` (active dispatches, by state, by time, counts),
+//!   written in the same transaction as each record, so reading active work and pages
+//!   does not grow with history; `page.rs` reads them, `prune.rs` removes dispatches
+//!   finished before the history window.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use sled::Transactional;
 
 use crate::{Store, StoreError};
+
+mod index;
+mod page;
+mod prune;
+#[cfg(test)]
+mod tests;
+
+use index::{IndexEntry, IndexTx, TxResult};
+pub use page::{BadCursor, DispatchCounts, JournalCursor, JournalPage};
 
 const DISPATCHES: &str = "dispatches";
 const BY_CORRELATION: &str = "dispatch_by_correlation";
@@ -214,8 +228,26 @@ pub trait Journal {
         &self,
         correlation_id: &str,
     ) -> Result<Option<DispatchRecord>, StoreError>;
-    /// Every record, oldest first.
+    /// Every record, oldest first. Reads the whole journal: for tests and tools, not for
+    /// anything that runs often (see [`Journal::journal_active`], [`Journal::journal_page`]).
     fn journal_all(&self) -> Result<Vec<DispatchRecord>, StoreError>;
+    /// The active dispatches (any node not final), oldest (`seq`) first. Costs what is
+    /// active, not the history.
+    fn journal_active(&self) -> Result<Vec<DispatchRecord>, StoreError>;
+    /// How many dispatches are in each state (kept with every write: a few reads).
+    fn journal_counts(&self) -> Result<DispatchCounts, StoreError>;
+    /// Up to `limit` dispatches (of `state` only, when given), newest (`created_at`) first,
+    /// created before `before` when given; the page's `next` continues it.
+    fn journal_page(
+        &self,
+        state: Option<DispatchState>,
+        before: Option<&JournalCursor>,
+        limit: usize,
+    ) -> Result<JournalPage, StoreError>;
+    /// Removes up to `max` dispatches that finished (last updated) before
+    /// `finished_before_ms`, with their instance sets, acknowledgements and pending outbox
+    /// entries, oldest first; one transaction each, one flush. Returns how many.
+    fn journal_prune(&self, finished_before_ms: u64, max: usize) -> Result<usize, StoreError>;
     /// Replaces the dispatch's instance set; flushes.
     fn journal_set_instances(&self, id: &str, sops: &[String]) -> Result<(), StoreError>;
     fn journal_instances(&self, id: &str) -> Result<Vec<String>, StoreError>;
@@ -243,16 +275,31 @@ pub(crate) struct JournalTrees {
     by_correlation: sled::Tree,
     instances: sled::Tree,
     acks: sled::Tree,
+    index: sled::Tree,
+    by_created: sled::Tree,
+    by_state: sled::Tree,
+    finished: sled::Tree,
+    counts: sled::Tree,
+    meta: sled::Tree,
 }
 
 impl JournalTrees {
+    /// Opens the trees and builds the indexes if this store has none yet.
     pub(crate) fn open(db: &sled::Db) -> Result<JournalTrees, StoreError> {
-        Ok(JournalTrees {
+        let trees = JournalTrees {
             dispatches: db.open_tree(DISPATCHES)?,
             by_correlation: db.open_tree(BY_CORRELATION)?,
             instances: db.open_tree(INSTANCES)?,
             acks: db.open_tree(ACKS)?,
-        })
+            index: db.open_tree(index::INDEX)?,
+            by_created: db.open_tree(index::BY_CREATED)?,
+            by_state: db.open_tree(index::BY_STATE)?,
+            finished: db.open_tree(index::FINISHED)?,
+            counts: db.open_tree(index::COUNTS)?,
+            meta: db.open_tree(crate::outbox::META_TREE)?,
+        };
+        index::ensure_built(&trees, db)?;
+        Ok(trees)
     }
 }
 
@@ -307,10 +354,33 @@ impl Journal for Store {
 
     fn journal_put(&self, rec: &DispatchRecord) -> Result<(), StoreError> {
         let t = &self.journal;
-        t.dispatches
-            .insert(rec.id.as_bytes(), encode(DISPATCHES, &rec.id, rec)?)?;
-        t.by_correlation
-            .insert(rec.correlation_id.as_bytes(), rec.id.as_bytes())?;
+        // Encoded once, outside the closure (which may run more than once).
+        let value = sled::IVec::from(encode(DISPATCHES, &rec.id, rec)?);
+        let entry = IndexEntry::of(rec);
+        (
+            &t.dispatches,
+            &t.by_correlation,
+            &t.index,
+            &t.by_created,
+            &t.by_state,
+            &t.finished,
+            &t.counts,
+        )
+            .transaction(
+                |(dispatches, by_correlation, index, by_created, by_state, finished, counts)|
+                 -> TxResult<()> {
+                    dispatches.insert(rec.id.as_bytes(), value.clone())?;
+                    by_correlation.insert(rec.correlation_id.as_bytes(), rec.id.as_bytes())?;
+                    IndexTx {
+                        index,
+                        by_created,
+                        by_state,
+                        finished,
+                        counts,
+                    }
+                    .set(&rec.id, Some(entry))
+                },
+            )?;
         self.db.flush()?;
         Ok(())
     }
@@ -343,6 +413,33 @@ impl Journal for Store {
         }
         all.sort_by_key(|r| r.seq);
         Ok(all)
+    }
+
+    fn journal_active(&self) -> Result<Vec<DispatchRecord>, StoreError> {
+        page::active(self)
+    }
+
+    fn journal_counts(&self) -> Result<DispatchCounts, StoreError> {
+        let t = &self.journal;
+        Ok(DispatchCounts {
+            active: index::count(t, DispatchState::Active)?,
+            completed: index::count(t, DispatchState::Completed)?,
+            failed: index::count(t, DispatchState::Failed)?,
+            cancelled: index::count(t, DispatchState::Cancelled)?,
+        })
+    }
+
+    fn journal_page(
+        &self,
+        state: Option<DispatchState>,
+        before: Option<&JournalCursor>,
+        limit: usize,
+    ) -> Result<JournalPage, StoreError> {
+        page::page(self, state, before, limit)
+    }
+
+    fn journal_prune(&self, finished_before_ms: u64, max: usize) -> Result<usize, StoreError> {
+        prune::prune(self, finished_before_ms, max)
     }
 
     fn journal_set_instances(&self, id: &str, sops: &[String]) -> Result<(), StoreError> {
@@ -410,142 +507,5 @@ impl Journal for Store {
         self.journal.acks.apply_batch(batch)?;
         self.db.flush()?;
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn record(id: &str, seq: u64) -> DispatchRecord {
-        DispatchRecord {
-            id: id.into(),
-            seq,
-            correlation_id: format!("corr_{id}"),
-            workspace_id: "ws".into(),
-            entity_type: "session".into(),
-            entity_id: "sess_1".into(),
-            kind: DispatchKind::Session,
-            priority: Priority::Normal,
-            subject_id: None,
-            session_id: None,
-            label: None,
-            created_at_ms: 1,
-            updated_at_ms: 1,
-            stage: Stage::Queued,
-            study_uids: vec![],
-            nodes: vec![NodeProgress::queued("n1"), NodeProgress::queued("n2")],
-            replays: 0,
-        }
-    }
-
-    #[test]
-    fn records_survive_reopen_and_are_found_by_correlation() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        {
-            let s = Store::open(dir.path()).expect("open");
-            s.journal_put(&record("d2", 2)).expect("put");
-            s.journal_put(&record("d1", 1)).expect("put");
-        }
-        let s = Store::open(dir.path()).expect("reopen");
-        let all = s.journal_all().expect("all");
-        assert_eq!(
-            all.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
-            ["d1", "d2"]
-        );
-        assert_eq!(
-            s.journal_by_correlation("corr_d2")
-                .expect("get")
-                .map(|r| r.seq),
-            Some(2)
-        );
-        assert_eq!(s.journal_get("nope").expect("get"), None);
-    }
-
-    /// The acknowledgement of an instance stored with status 0x0000.
-    fn stored() -> Ack {
-        Ack {
-            stored: true,
-            status: Some(0),
-            error: None,
-            converted_to: None,
-        }
-    }
-
-    #[test]
-    fn acks_are_per_node_and_can_be_cleared() {
-        let s = Store::open_temporary().expect("open");
-        let ok = stored();
-        s.journal_ack("d1", "n1", "1.2.3", &ok).expect("ack");
-        s.journal_ack("d1", "n1", "1.2.4", &ok).expect("ack");
-        s.journal_ack("d1", "n2", "1.2.3", &ok).expect("ack");
-        // A node id that is a prefix of another must not mix.
-        s.journal_ack("d1", "n", "9.9", &ok).expect("ack");
-        assert_eq!(s.journal_acks("d1", "n1").expect("acks").len(), 2);
-        assert_eq!(s.journal_acks("d1", "n").expect("acks").len(), 1);
-        s.journal_clear_acks("d1", "n1").expect("clear");
-        assert!(s.journal_acks("d1", "n1").expect("acks").is_empty());
-        assert_eq!(s.journal_acks("d1", "n2").expect("acks").len(), 1);
-    }
-
-    #[test]
-    fn deferred_acks_are_read_at_once_and_kept_after_a_flush() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let ok = stored();
-        {
-            let s = Store::open(dir.path()).expect("open");
-            s.journal_ack_deferred("d1", "n1", "1.2.3", &ok)
-                .expect("ack");
-            s.journal_ack_deferred("d1", "n1", "1.2.4", &ok)
-                .expect("ack");
-            assert_eq!(s.journal_acks("d1", "n1").expect("acks").len(), 2);
-            s.flush().expect("flush");
-        }
-        let s = Store::open(dir.path()).expect("reopen");
-        assert_eq!(
-            s.journal_acks("d1", "n1")
-                .expect("acks")
-                .into_keys()
-                .collect::<Vec<_>>(),
-            ["1.2.3", "1.2.4"]
-        );
-    }
-
-    #[test]
-    fn instance_sets_replace() {
-        let s = Store::open_temporary().expect("open");
-        s.journal_set_instances("d1", &["1.1".into(), "1.2".into()])
-            .expect("set");
-        s.journal_set_instances("d10", &["9".into()]).expect("set");
-        s.journal_set_instances("d1", &["1.3".into()]).expect("set");
-        assert_eq!(s.journal_instances("d1").expect("get"), ["1.3"]);
-        assert_eq!(s.journal_instances("d10").expect("get"), ["9"]);
-    }
-
-    #[test]
-    fn state_follows_the_nodes() {
-        let mut r = record("d1", 1);
-        assert_eq!(r.state(), DispatchState::Active);
-        r.nodes[0].status = NodeStatus::Completed;
-        r.nodes[1].status = NodeStatus::Cancelled;
-        assert_eq!(r.state(), DispatchState::Cancelled);
-        r.nodes[1].status = NodeStatus::Failed;
-        assert_eq!(r.state(), DispatchState::Failed);
-        r.nodes[1].status = NodeStatus::Completed;
-        assert_eq!(r.state(), DispatchState::Completed);
-        assert_eq!(r.nodes[1].progress(), 100);
-    }
-
-    #[test]
-    fn garbage_records_are_typed_errors() {
-        let s = Store::open_temporary().expect("open");
-        s.journal
-            .dispatches
-            .insert("bad", &b"{nope"[..])
-            .expect("insert");
-        assert!(matches!(
-            s.journal_get("bad"),
-            Err(StoreError::Corrupt { .. })
-        ));
     }
 }

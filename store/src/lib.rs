@@ -14,7 +14,8 @@
 //! - `keys`: the big-endian `u64` key encoding that keeps sequence-keyed trees in order.
 //! - [`seen`]: [`SeenEvents`], de-duplication of incoming events by `correlation_id` over
 //!   a persisted 7-day window (PROTOCOL.md §3).
-//! - [`journal`]: [`Journal`], the dispatch journal: records, instance sets and per-node acks.
+//! - [`journal`]: [`Journal`], the dispatch journal: records, instance sets and per-node acks,
+//!   with indexes (active, by state, by time, counts), pages and pruning.
 //! - [`outbox`]: [`Outbox`], the durable ordered queue of outgoing events with coalescing
 //!   of superseded progress (PROTOCOL.md §4).
 //! - [`catalog`]: [`Catalog`], the index of the local DICOM cache (patients ↔ sessions ↔
@@ -37,8 +38,8 @@ pub use catalog::{
 };
 pub use error::StoreError;
 pub use journal::{
-    Ack, DispatchKind, DispatchRecord, DispatchState, Journal, NodeProgress, NodeStatus, Priority,
-    Stage,
+    Ack, BadCursor, DispatchCounts, DispatchKind, DispatchRecord, DispatchState, Journal,
+    JournalCursor, JournalPage, NodeProgress, NodeStatus, Priority, Stage,
 };
 pub use outbox::{Outbox, OutboxEntry};
 pub use seen::{SeenEvents, SEEN_WINDOW_MS};

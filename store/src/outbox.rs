@@ -156,6 +156,22 @@ pub(crate) fn corrupt_next_seq() -> StoreError {
     }
 }
 
+/// Every pending entry that has a coalesce key: (sequence key, coalesce key). Undecodable
+/// entries are skipped (they are reported by `outbox_pending`). For the journal's pruning.
+pub(crate) fn pending_coalesce_keys(
+    trees: &OutboxTrees,
+) -> Result<Vec<(IVec, String)>, StoreError> {
+    let mut out = Vec::new();
+    for item in trees.entries.iter() {
+        let (key, value) = item?;
+        let entry = decode_u64(&key).and_then(|seq| record::decode(seq, &value).ok());
+        if let Some(ck) = entry.and_then(|e| e.coalesce_key) {
+            out.push((key, ck));
+        }
+    }
+    Ok(out)
+}
+
 impl Outbox for Store {
     fn outbox_push(
         &self,

@@ -52,7 +52,8 @@ impl ConfigActor {
     fn reject(&self, event_type: &str, why: String) {
         let msg = format!("{event_type} rejected: {why}");
         tracing::error!(error = %msg, "configuration change rejected; the current configuration stays in force");
-        self.board.set_config_error(Some(msg));
+        self.board
+            .record_config_rejection(msg, crate::clock::now_rfc3339());
     }
 
     fn nodes_changed(&mut self, payload: &Value) -> Result<(), String> {
@@ -143,9 +144,10 @@ impl Handler<ConfigEventReceived> for ConfigActor {
             EventKind::StatusChanged => self.status_changed(&payload),
             _ => Err("not a configuration event".to_owned()),
         };
-        match outcome {
-            Ok(()) => self.board.set_config_error(None),
-            Err(why) => self.reject(&ev.event_type, why),
+        // A valid change leaves the last rejection shown: a burst of valid events must
+        // not hide it from the page.
+        if let Err(why) = outcome {
+            self.reject(&ev.event_type, why);
         }
         // Applied or rejected, the event has been acted on.
         Ok(())

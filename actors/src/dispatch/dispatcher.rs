@@ -2,7 +2,9 @@
 //! handled), keeps the queue (highest priority first, then oldest), starts at
 //! most `max_concurrent_dispatches` jobs, and passes pause/resume, node and
 //! setting changes, cancels and replays on to them. At start-up it resumes
-//! every unfinished dispatch from the journal.
+//! every unfinished dispatch from the journal. It reads only the active
+//! dispatches (the journal's index), never the whole history, and prunes the
+//! history past `history_days` (`history.rs`).
 
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -15,6 +17,7 @@ use laminate_store::{
 };
 
 use super::accept::{new_record, parse_request, target_nodes};
+use super::history::{HistoryPruner, PRUNE_EVERY};
 use super::job::{DispatchJob, JobUpdate};
 use super::messages::ShutdownRequested;
 use super::messages::{
@@ -41,6 +44,8 @@ pub struct Dispatcher {
     paused: bool,
     running: HashMap<String, Addr<DispatchJob>>,
     shutting_down: bool,
+    history_ms: u64,
+    pruner: HistoryPruner,
 }
 
 fn policy_of(s: &ProxySettings) -> RetryPolicy {
@@ -71,11 +76,14 @@ impl Dispatcher {
             paused: !status.is_active,
             running: HashMap::new(),
             shutting_down: false,
+            history_ms: settings.history_ms(),
+            pruner: HistoryPruner::default(),
         }
     }
 
+    /// The active dispatches, oldest first.
     fn records(&self) -> Vec<DispatchRecord> {
-        match self.env.store.journal_all() {
+        match self.env.store.journal_active() {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(error = %e, "cannot read the dispatch journal");
@@ -98,19 +106,37 @@ impl Dispatcher {
         }
     }
 
+    fn prune_history(&self) {
+        self.pruner
+            .run(self.env.store.clone(), self.history_ms, self.health.clone());
+    }
+
+    /// Every failed dispatch, newest first (a page at a time: failed ones are history).
+    fn failed(&self) -> Result<Vec<DispatchRecord>, String> {
+        let mut out = Vec::new();
+        let mut before = None;
+        loop {
+            let page = self
+                .env
+                .store
+                .journal_page(Some(DispatchState::Failed), before.as_ref(), 500)
+                .map_err(|e| format!("journal: {e}"))?;
+            out.extend(page.records);
+            match page.next {
+                Some(c) => before = Some(c),
+                None => return Ok(out),
+            }
+        }
+    }
+
     /// Starts queued dispatches while there is room and we are not paused.
     fn schedule(&mut self, ctx: &mut Context<Self>) {
         let records = self.records();
         let mut waiting: Vec<&DispatchRecord> = records
             .iter()
-            .filter(|r| r.state() == DispatchState::Active && !self.running.contains_key(&r.id))
+            .filter(|r| !self.running.contains_key(&r.id))
             .collect();
-        self.board.set_active_dispatches(
-            records
-                .iter()
-                .filter(|r| r.state() == DispatchState::Active)
-                .count() as u64,
-        );
+        self.board.set_active_dispatches(records.len() as u64);
         if self.paused || self.shutting_down {
             return;
         }
@@ -232,11 +258,7 @@ impl Actor for Dispatcher {
     fn started(&mut self, ctx: &mut Context<Self>) {
         self.health.set_state(ActorState::Running);
         self.job_health.set_state(ActorState::Running);
-        let unfinished = self
-            .records()
-            .iter()
-            .filter(|r| r.state() == DispatchState::Active)
-            .count();
+        let unfinished = self.records().len();
         if unfinished > 0 {
             tracing::info!(
                 unfinished,
@@ -244,6 +266,8 @@ impl Actor for Dispatcher {
             );
         }
         self.schedule(ctx);
+        self.prune_history();
+        ctx.run_interval(PRUNE_EVERY, |me, _| me.prune_history());
     }
     fn stopped(&mut self, _: &mut Context<Self>) {
         self.health.set_state(ActorState::Stopped);
@@ -339,12 +363,13 @@ impl Handler<ReplayRequested> for Dispatcher {
 impl Handler<ReplayFailedRequested> for Dispatcher {
     type Result = Result<Vec<String>, String>;
     fn handle(&mut self, msg: ReplayFailedRequested, ctx: &mut Context<Self>) -> Self::Result {
-        let failed: Vec<DispatchRecord> = self
-            .records()
+        let mut failed: Vec<DispatchRecord> = self
+            .failed()?
             .into_iter()
-            .filter(|r| r.state() == DispatchState::Failed)
             .filter(|r| msg.since_ms.is_none_or(|t| r.updated_at_ms >= t))
             .collect();
+        // Oldest first, as they were accepted.
+        failed.sort_by_key(|r| r.seq);
         let mut replayed = Vec::new();
         for rec in failed {
             let nodes: Vec<String> = rec
@@ -368,7 +393,6 @@ impl Handler<StudyDeleted> for Dispatcher {
         let hit: Vec<DispatchRecord> = self
             .records()
             .into_iter()
-            .filter(|r| r.state() == DispatchState::Active)
             .filter(|r| {
                 (r.entity_type == "session"
                     && msg.session_id.as_deref() == Some(r.entity_id.as_str()))
@@ -403,11 +427,7 @@ impl Handler<NodesUpdated> for Dispatcher {
             job.do_send(JobUpdate::Nodes(nodes.clone()));
         }
         if !gone.is_empty() {
-            for rec in self
-                .records()
-                .iter()
-                .filter(|r| r.state() == DispatchState::Active)
-            {
+            for rec in self.records().iter() {
                 let hit: Vec<String> = rec
                     .nodes
                     .iter()
@@ -428,6 +448,12 @@ impl Handler<SettingsUpdated> for Dispatcher {
     fn handle(&mut self, msg: SettingsUpdated, ctx: &mut Context<Self>) {
         self.max_concurrent = msg.0.max_concurrent_dispatches.max(1) as usize;
         self.policy = policy_of(&msg.0);
+        let history_ms = msg.0.history_ms();
+        if history_ms < self.history_ms {
+            self.history_ms = history_ms;
+            self.prune_history();
+        }
+        self.history_ms = history_ms;
         for job in self.running.values() {
             job.do_send(JobUpdate::Policy(self.policy));
         }

@@ -9,7 +9,8 @@
 //! `extract.rs` the untrusted-archive extraction; `follow.rs` reading an archive
 //! while it downloads; `index.rs` DICOM headers;
 //! `retry.rs` the retry policy; `watchdog.rs` the stages' no-progress limits; `report.rs` `dispatch.status` events;
-//! `messages.rs` the messages. Tests: `extract_tests.rs` (good and hostile
+//! `messages.rs` the messages; `history.rs` pruning the
+//! dispatch history. Tests: `extract_tests.rs` (good and hostile
 //! archives, property tests), `index_tests.rs`, and `fixtures.rs` (DICOM files
 //! and zip archives built in code, hostile ones byte by byte).
 //!
@@ -22,6 +23,7 @@ pub mod dispatcher;
 pub mod download;
 pub mod extract;
 pub mod follow;
+pub mod history;
 pub mod index;
 pub mod job;
 pub mod messages;
