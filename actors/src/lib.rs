@@ -43,3 +43,4 @@ pub mod peers;
 pub mod router;
 pub mod send;
 pub mod system;
+pub mod transcode;
