@@ -15,6 +15,7 @@
 //!
 //! This module reads files and touches nothing else: no network, no store.
 
+mod jpeg_rgb;
 mod pixel;
 
 #[cfg(test)]

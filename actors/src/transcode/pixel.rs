@@ -7,6 +7,8 @@
 //! lossy JPEG decoder turns YCbCr into RGB and OpenJPEG undoes the JPEG 2000
 //! component transform (YBR_ICT/YBR_RCT); RLE, lossless JPEG and JPEG-LS
 //! return the samples as they were stored. `photometric_after` encodes that.
+//! Lossy JPEG declared RGB is decoded by `jpeg_rgb.rs` with no colour
+//! transform, as the dataset says, instead of the decoder's guess.
 
 use std::error::Error as StdError;
 
@@ -101,6 +103,13 @@ fn string_of(obj: &DefaultDicomObject, tag: Tag) -> Option<String> {
         .and_then(|e| e.to_str().ok().map(|s| s.trim().to_string()))
 }
 
+fn uint(obj: &DefaultDicomObject, tag: Tag) -> Option<u32> {
+    obj.element_opt(tag)
+        .ok()
+        .flatten()
+        .and_then(|e| e.to_int::<u32>().ok())
+}
+
 /// Decodes the Pixel Data of `obj` (in `source`, an encapsulated syntax)
 /// into native form and rewrites the pixel module to match. Returns false
 /// when there was no Pixel Data to decode.
@@ -126,22 +135,61 @@ pub(crate) fn decode_in_place(
         .flatten()
         .is_some();
 
-    let decoded = obj
-        .decode_pixel_data()
-        .map_err(|e| TranscodeError::Decode {
-            uid: uid.clone(),
-            name: name.clone(),
-            reason: chain(&e),
+    let stored_samples = uint(obj, tags::SAMPLES_PER_PIXEL);
+    let (
+        rows,
+        columns,
+        frames,
+        samples,
+        bits_allocated,
+        bits_stored,
+        high_bit,
+        representation,
+        mut data,
+    ) = if matches!(uid.as_str(), JPEG_BASELINE | JPEG_EXTENDED)
+        && stored_samples == Some(3)
+        && stored_pi == "RGB"
+    {
+        let frames = uint(obj, tags::NUMBER_OF_FRAMES).unwrap_or(1).max(1);
+        let attr = |tag, name: &str| {
+            uint(obj, tag).ok_or_else(|| TranscodeError::Decode {
+                uid: uid.clone(),
+                name: name.to_string(),
+                reason: format!("no {tag} to decode with"),
+            })
+        };
+        let rows = attr(tags::ROWS, &name)?;
+        let columns = attr(tags::COLUMNS, &name)?;
+        let bits_stored = attr(tags::BITS_STORED, &name)? as u16;
+        let high_bit = uint(obj, tags::HIGH_BIT).map_or(bits_stored - 1, |v| v as u16);
+        let data = super::jpeg_rgb::decode_rgb_frames(obj, frames).map_err(|reason| {
+            TranscodeError::Decode {
+                uid: uid.clone(),
+                name: name.clone(),
+                reason,
+            }
         })?;
-    let rows = decoded.rows();
-    let columns = decoded.columns();
-    let frames = decoded.number_of_frames();
-    let samples = decoded.samples_per_pixel();
-    let bits_allocated = decoded.bits_allocated();
-    let bits_stored = decoded.bits_stored();
-    let high_bit = decoded.high_bit();
-    let representation = decoded.pixel_representation() as u16;
-    let mut data = decoded.into_data();
+        (rows, columns, frames, 3, 8, bits_stored, high_bit, 0, data)
+    } else {
+        let decoded = obj
+            .decode_pixel_data()
+            .map_err(|e| TranscodeError::Decode {
+                uid: uid.clone(),
+                name: name.clone(),
+                reason: chain(&e),
+            })?;
+        (
+            decoded.rows(),
+            decoded.columns(),
+            decoded.number_of_frames(),
+            decoded.samples_per_pixel(),
+            decoded.bits_allocated(),
+            decoded.bits_stored(),
+            decoded.high_bit(),
+            decoded.pixel_representation() as u16,
+            decoded.into_data(),
+        )
+    };
 
     let expected = u64::from(rows)
         * u64::from(columns)

@@ -266,6 +266,16 @@ fn real_jpeg_files_decode_as_dcmtk_does() {
         // 4:2:2 chroma: the upsampling filters differ a little more.
         ("color3d_jpeg_baseline.dcm", 3),
         ("SC_rgb_small_odd_jpeg.dcm", 2),
+        // dcmtk's colour options: RGB kept (+cr), YCbCr at each subsampling.
+        ("SC_rgb_dcmtk_+eb+cr.dcm", 2),
+        ("SC_rgb_dcmtk_+eb+cy+n1.dcm", 2),
+        ("SC_rgb_dcmtk_+eb+cy+n2.dcm", 2),
+        ("SC_rgb_dcmtk_+eb+cy+np.dcm", 2),
+        ("SC_rgb_dcmtk_+eb+cy+s2.dcm", 3),
+        ("SC_rgb_dcmtk_+eb+cy+s4.dcm", 3),
+        // RGB stored without a colour transform, which the stream does not say.
+        ("SC_jpeg_no_color_transform.dcm", 2),
+        ("SC_jpeg_no_color_transform_2.dcm", 2),
         ("JPEG-LL.dcm", 0),
         ("JPGLosslessP14SV1_1s_1f_8b.dcm", 0),
     ] {
