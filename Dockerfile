@@ -1,6 +1,11 @@
 # syntax=docker/dockerfile:1
 # Build stage: the Rust toolchain.
 FROM rust:1.95-slim-bookworm AS build
+# CharLS (JPEG-LS decoding for transcoding) is C++ built with CMake from its crate.
+# hadolint ignore=DL3008
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends cmake g++ \
+ && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
 RUN cargo build --release --locked --bin laminate-proxy

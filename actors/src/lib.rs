@@ -49,3 +49,4 @@ pub mod router;
 pub mod send;
 pub mod system;
 pub mod throughput;
+pub mod transcode;

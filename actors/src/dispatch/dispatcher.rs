@@ -65,6 +65,7 @@ impl Dispatcher {
         settings: &ProxySettings,
         status: &StatusFile,
     ) -> Self {
+        env.senders.set_options(send_options_of(settings));
         Self {
             health,
             job_health,
@@ -454,6 +455,7 @@ impl Handler<SettingsUpdated> for Dispatcher {
             self.prune_history();
         }
         self.history_ms = history_ms;
+        self.env.senders.set_options(send_options_of(&msg.0));
         for job in self.running.values() {
             job.do_send(JobUpdate::Policy(self.policy));
         }
@@ -518,3 +520,12 @@ crate::delivered_handlers!(
     SettingsUpdated,
     ProxyStatusUpdated,
 );
+
+/// The send deadlines from the runtime settings: each DIMSE response within
+/// `dimse_timeout_s` (PROTOCOL.md §6).
+fn send_options_of(s: &ProxySettings) -> crate::send::SendOptions {
+    crate::send::SendOptions {
+        io_timeout: std::time::Duration::from_secs(s.dimse_timeout_s),
+        ..crate::send::SendOptions::default()
+    }
+}
