@@ -3,7 +3,7 @@
 //! jobs", PROTOCOL.md §3–5).
 //!
 //! Files: `dispatcher.rs` the queue and its actor; `job.rs` one dispatch's actor;
-//! `pipeline.rs` its stages; `ack_journal.rs` the group commit of a batch's
+//! `pipeline.rs` its stages (`send_stage.rs` the send stage); `ack_journal.rs` the group commit of a batch's
 //! answers; `shared.rs` what a job's stages share; `accept.rs`
 //! payload validation and target nodes; `download.rs` the archive download;
 //! `extract.rs` the untrusted-archive extraction; `follow.rs` reading an archive
@@ -30,6 +30,7 @@ pub mod messages;
 pub mod pipeline;
 pub mod report;
 pub mod retry;
+pub mod send_stage;
 pub mod shared;
 pub mod watchdog;
 

@@ -19,7 +19,7 @@ mod jpeg_rgb;
 mod pixel;
 
 #[cfg(test)]
-mod testdata;
+mod fixtures;
 #[cfg(test)]
 mod tests;
 

@@ -8,7 +8,7 @@ use dicom_core::Tag;
 use dicom_dictionary_std::tags;
 use dicom_object::{InMemDicomObject, OpenFileOptions};
 
-use super::testdata::{
+use super::fixtures::{
     dcmtk, file_pixels, max_difference, mean_difference, parse_dataset, pydicom_decodes_j2k,
     pydicom_pixels, require_pydicom, Synthetic,
 };
@@ -95,7 +95,7 @@ fn same_uid(obj: &InMemDicomObject, path: &Path) {
 
 /// Transcodes each compressed file and compares its pixels with its
 /// uncompressed twin's, exactly.
-fn decodes_to_twins(pairs: &[(&str, &str)], pd: &testdata::Pydicom) {
+fn decodes_to_twins(pairs: &[(&str, &str)], pd: &fixtures::Pydicom) {
     for (compressed, twin) in pairs {
         let path = pd.file(compressed);
         let (obj, t) = ours(&path);

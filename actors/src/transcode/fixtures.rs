@@ -49,7 +49,7 @@ pub(crate) fn pydicom() -> Option<&'static Pydicom> {
 /// Returns from the test, with a message, when pydicom's files are absent.
 macro_rules! require_pydicom {
     () => {
-        match $crate::transcode::testdata::pydicom() {
+        match $crate::transcode::fixtures::pydicom() {
             Some(p) => p,
             None => {
                 eprintln!(
