@@ -73,18 +73,24 @@ pub fn send_batch_to(
         flag.clone(),
         forward,
     );
-    loop {
-        if cancel.load(Ordering::SeqCst) {
-            flag.store(true, Ordering::SeqCst);
+    // The flag is copied before each answer: a sink that sets `cancel` while
+    // recording an acknowledgement stops the worker before its next item.
+    let serve = |req: Request| match req {
+        Request::Record(ev, reply) => {
+            let ticket = sink.record(ev);
+            sync_cancel(cancel, &flag);
+            let _ = reply.send(ticket);
         }
+        Request::WaitDurable(t, reply) => {
+            sink.wait_durable(t);
+            sync_cancel(cancel, &flag);
+            let _ = reply.send(t);
+        }
+    };
+    loop {
+        sync_cancel(cancel, &flag);
         match rx.recv_timeout(POLL) {
-            Ok(Request::Record(ev, reply)) => {
-                let _ = reply.send(sink.record(ev));
-            }
-            Ok(Request::WaitDurable(t, reply)) => {
-                sink.wait_durable(t);
-                let _ = reply.send(t);
-            }
+            Ok(req) => serve(req),
             Err(RecvTimeoutError::Timeout) => {}
             // Every worker is gone and so is the pool's copy of the sink.
             Err(RecvTimeoutError::Disconnected) => {}
@@ -93,15 +99,7 @@ pub fn send_batch_to(
             Ok(outcome) => {
                 // Events recorded just before the end.
                 while let Ok(req) = rx.try_recv() {
-                    match req {
-                        Request::Record(ev, reply) => {
-                            let _ = reply.send(sink.record(ev));
-                        }
-                        Request::WaitDurable(t, reply) => {
-                            sink.wait_durable(t);
-                            let _ = reply.send(t);
-                        }
-                    }
+                    serve(req);
                 }
                 return outcome;
             }
@@ -114,6 +112,12 @@ pub fn send_batch_to(
                 };
             }
         }
+    }
+}
+
+fn sync_cancel(cancel: &AtomicBool, flag: &AtomicBool) {
+    if cancel.load(Ordering::SeqCst) {
+        flag.store(true, Ordering::SeqCst);
     }
 }
 
