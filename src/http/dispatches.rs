@@ -7,6 +7,7 @@
 //! `?before={cursor}` continues with the same `limit` and `status`.
 
 use actix_web::{web, HttpRequest, HttpResponse};
+use laminate_actors::dispatch::outcomes::dispatch_outcomes;
 use laminate_actors::dispatch::{CancelRequested, ReplayFailedRequested, ReplayRequested};
 use laminate_store::{DispatchRecord, DispatchState, Journal, JournalCursor};
 use serde::Deserialize;
@@ -116,14 +117,47 @@ fn find(state: &AppState, id: &str) -> Result<Option<DispatchRecord>, String> {
     }
 }
 
+/// One dispatch with what the list leaves out (APPLIANCE.md "Per-instance
+/// outcome"): `skipped` (archive entries not delivered, with why;
+/// `skipped_total` counts them all when the list is cut) and per node
+/// `outcomes` (every instance that failed or was transcoded). Blocking.
+pub fn detail_json(
+    store: &laminate_store::Store,
+    rec: &DispatchRecord,
+) -> Result<Value, laminate_store::StoreError> {
+    let node_ids: Vec<String> = rec.nodes.iter().map(|n| n.node_id.clone()).collect();
+    let found = dispatch_outcomes(store, &rec.id, &node_ids)?;
+    let mut v = dispatch_json(rec);
+    v["skipped"] = json!(found.skipped.entries);
+    v["skipped_total"] = json!(found.skipped.total);
+    if let Some(nodes) = v["nodes"].as_array_mut() {
+        for n in nodes {
+            n["outcomes"] = n["node_id"]
+                .as_str()
+                .and_then(|id| found.nodes.get(id))
+                .map_or_else(|| json!([]), |o| json!(o));
+        }
+    }
+    Ok(v)
+}
+
+fn detail_of(state: &AppState, id: &str) -> Result<Option<Value>, String> {
+    match find(state, id)? {
+        Some(rec) => detail_json(&state.running.store, &rec)
+            .map(Some)
+            .map_err(|e| e.to_string()),
+        None => Ok(None),
+    }
+}
+
 pub async fn detail(state: web::Data<AppState>, path: web::Path<String>) -> HttpResponse {
     let id = path.into_inner();
     let found = {
         let (state, id) = (state.clone(), id.clone());
-        web::block(move || find(&state, &id)).await
+        web::block(move || detail_of(&state, &id)).await
     };
     match found {
-        Ok(Ok(Some(r))) => HttpResponse::Ok().json(dispatch_json(&r)),
+        Ok(Ok(Some(v))) => HttpResponse::Ok().json(v),
         Ok(Ok(None)) => {
             HttpResponse::NotFound().json(json!({ "error": format!("no dispatch {id}") }))
         }

@@ -18,6 +18,7 @@ mod dispatches;
 mod forms;
 mod hub;
 mod metrics;
+mod outcomes_view;
 mod page;
 mod probes;
 mod ws;

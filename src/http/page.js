@@ -259,10 +259,53 @@
         actionForm(path + "/replay", "Replay", active ? "still active: cancel it or wait for it to finish" : null),
         actionForm(path + "/cancel", "Cancel", active ? null : "already finished")));
   }
+  // What did not arrive as it was (outcomes_view.rs renders the same markup).
+  function outcomesDetails(d) {
+    var skipped = d.skipped || [], total = d.skipped_total || skipped.length, parts = [];
+    if (total > 0) parts.push(total + " skipped");
+    (d.nodes || []).forEach(function (n) {
+      var o = n.outcomes || [], failed = o.filter(function (x) { return x.outcome === "failed"; }).length;
+      if (o.length) parts.push(text(n.node_id) + ": " + failed + " failed, " + (o.length - failed) + " transcoded");
+    });
+    if (!parts.length) return null;
+    var det = el("details", { "class": "outcomes" }, el("summary", null, parts.join(" · ")));
+    function list(items, line) {
+      var ul = el("ul");
+      items.slice(0, 20).forEach(function (x) { ul.appendChild(line(x)); });
+      det.appendChild(ul);
+    }
+    if (total > 0) {
+      det.appendChild(el("p", null, "Skipped archive entries:"));
+      list(skipped, function (s) { return el("li", null, el("code", null, text(s.file)), ": " + text(s.reason)); });
+    }
+    (d.nodes || []).forEach(function (n) {
+      if (!(n.outcomes || []).length) return;
+      det.appendChild(el("p", null, text(n.node_id) + ":"));
+      list(n.outcomes, function (o) {
+        return el("li", { "class": "outcome-" + text(o.outcome) }, text(o.outcome) + " ",
+          el("code", null, o.file ? text(o.file) : text(o.sop_instance_uid)), ": " + text(o.reason));
+      });
+    });
+    det.appendChild(el("p", null, el("a", { href: "/api/dispatches/" + encodeURIComponent(text(d.id)) }, "every outcome (JSON)")));
+    return det;
+  }
+  function showOutcomes(id) {
+    fetch("/api/dispatches/" + encodeURIComponent(id), { headers: { Accept: "application/json" } })
+      .then(function (r) { return r.ok ? r.json() : null; })
+      .then(function (d) {
+        var row = d && findRow(document.getElementById("dispatch-rows"), "data-dispatch", id);
+        var det = d && outcomesDetails(d);
+        if (row && det && !row.querySelector(".outcomes")) row.cells[5].appendChild(det);
+      })
+      .catch(function () { /* the next page load shows them */ });
+  }
   function upsertDispatch(d) {
     var tbody = document.getElementById("dispatch-rows");
     dropEmpty(tbody);
     var row = dispatchRow(d), old = findRow(tbody, "data-dispatch", text(d.id));
+    var kept = old && old.querySelector(".outcomes");
+    if (kept) row.cells[5].appendChild(kept);
+    else if (text(d.state) !== "active") showOutcomes(text(d.id));
     if (old) { old.replaceWith(row); return; }
     tbody.insertBefore(row, tbody.firstChild);
     while (tbody.rows.length > MAX_DISPATCHES) tbody.deleteRow(tbody.rows.length - 1);

@@ -11,15 +11,16 @@ use std::fmt::{self, Display, Write as _};
 
 use actix_web::http::header;
 use actix_web::{web, HttpResponse};
-use laminate_store::Journal;
+use laminate_store::{DispatchState, Journal};
 use serde::Deserialize;
 use serde_json::Value;
 
 use super::api::{config_json, dispatch_figures, link_json, node_json, store_figures};
 use super::charts::Charts;
-use super::dispatches::dispatch_json;
+use super::dispatches::{detail_json, dispatch_json};
 use super::forms::Flashes;
 use super::hub::Hub;
+use super::outcomes_view::outcomes_html;
 use super::AppState;
 
 /// Dispatches listed on the page, newest first.
@@ -328,7 +329,14 @@ fn render(state: &AppState, charts: &Charts, flash: Option<(String, bool)>) -> S
                 h.push_str(r#"<tr class="empty"><td colspan="7">No dispatches yet.</td></tr>"#);
             }
             for r in &page.records {
-                dispatch_row(&mut h, &dispatch_json(r), &acts);
+                // Finished ones show what did not arrive as it was.
+                let outcomes = match r.state() {
+                    DispatchState::Active => String::new(),
+                    _ => detail_json(&state.running.store, r)
+                        .map(|d| outcomes_html(&d))
+                        .unwrap_or_default(),
+                };
+                dispatch_row(&mut h, &dispatch_json(r), &acts, &outcomes);
             }
         }
         Err(e) => {
@@ -528,7 +536,7 @@ fn node_row(h: &mut String, n: &Value, spark: &str, acts: &Actions<'_>) {
     h.push_str("</td></tr>");
 }
 
-fn dispatch_row(h: &mut String, d: &Value, acts: &Actions<'_>) {
+fn dispatch_row(h: &mut String, d: &Value, acts: &Actions<'_>, outcomes: &str) {
     let id = text(&d["id"]);
     let state = text(&d["state"]);
     let _ = write!(
@@ -563,6 +571,7 @@ fn dispatch_row(h: &mut String, d: &Value, acts: &Actions<'_>) {
         }
         h.push_str("</div>");
     }
+    h.push_str(outcomes);
     h.push_str("</td><td>");
     let active = state == "active";
     acts.form(
@@ -626,7 +635,7 @@ mod tests {
         let mut h = String::new();
         let d = serde_json::json!({"id": "d\"><img src=x>", "state": "failed",
             "nodes": [{"node_id": "<b>n</b>", "status": "failed", "progress": 0, "error": "<script>"}]});
-        dispatch_row(&mut h, &d, &acts);
+        dispatch_row(&mut h, &d, &acts, "");
         assert!(!h.contains("<img") && !h.contains("<b>") && !h.contains("<script>"));
         assert!(
             h.contains(r#"name="token""#),

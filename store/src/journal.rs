@@ -10,6 +10,8 @@
 //!   dispatch delivers (kept apart from the record: a subject may have thousands).
 //! - `dispatch_acks`: key = `{id}\0{node}\0{sop uid}`, value = [`Ack`] as JSON — one small
 //!   write per acknowledged instance, flushed before the next instance goes out.
+//! - `dispatch_skipped` (`findings.rs`): key = dispatch id, value = the archive entries
+//!   extraction left out, with why; the `dispatch_instances` values name each instance's entry.
 //! - the secondary indexes of `index.rs` (active dispatches, by state, by time, counts),
 //!   written in the same transaction as each record, so reading active work and pages
 //!   does not grow with history; `page.rs` reads them, `prune.rs` removes dispatches
@@ -22,12 +24,14 @@ use sled::Transactional;
 
 use crate::{Store, StoreError};
 
+mod findings;
 mod index;
 mod page;
 mod prune;
 #[cfg(test)]
 mod tests;
 
+pub use findings::{Findings, Skipped, SkippedEntries, MAX_SKIPPED_LISTED};
 use index::{IndexEntry, IndexTx, TxResult};
 pub use page::{BadCursor, DispatchCounts, JournalCursor, JournalPage};
 
@@ -275,6 +279,7 @@ pub(crate) struct JournalTrees {
     by_correlation: sled::Tree,
     instances: sled::Tree,
     acks: sled::Tree,
+    skipped: sled::Tree,
     index: sled::Tree,
     by_created: sled::Tree,
     by_state: sled::Tree,
@@ -291,6 +296,7 @@ impl JournalTrees {
             by_correlation: db.open_tree(BY_CORRELATION)?,
             instances: db.open_tree(INSTANCES)?,
             acks: db.open_tree(ACKS)?,
+            skipped: db.open_tree(findings::SKIPPED)?,
             index: db.open_tree(index::INDEX)?,
             by_created: db.open_tree(index::BY_CREATED)?,
             by_state: db.open_tree(index::BY_STATE)?,

@@ -38,8 +38,9 @@ pub use catalog::{
 };
 pub use error::StoreError;
 pub use journal::{
-    Ack, BadCursor, DispatchCounts, DispatchKind, DispatchRecord, DispatchState, Journal,
-    JournalCursor, JournalPage, NodeProgress, NodeStatus, Priority, Stage,
+    Ack, BadCursor, DispatchCounts, DispatchKind, DispatchRecord, DispatchState, Findings, Journal,
+    JournalCursor, JournalPage, NodeProgress, NodeStatus, Priority, Skipped, SkippedEntries, Stage,
+    MAX_SKIPPED_LISTED,
 };
 pub use outbox::{Outbox, OutboxEntry};
 pub use seen::{SeenEvents, SEEN_WINDOW_MS};

@@ -479,9 +479,14 @@ pub struct Orthanc {
 
 impl Orthanc {
     pub fn start(ae: &str) -> Orthanc {
+        Orthanc::start_with(ae, json!({}))
+    }
+
+    /// [`Orthanc::start`] with more configuration keys (they win).
+    pub fn start_with(ae: &str, extra: Value) -> Orthanc {
         let dir = tempfile::tempdir().expect("tempdir");
         let (dicom_port, http_port) = (free_port(), free_port());
-        let cfg = json!({
+        let mut cfg = json!({
             "Name": "laminate-test",
             "StorageDirectory": dir.path().join("db"),
             "IndexDirectory": dir.path().join("db"),
@@ -494,6 +499,9 @@ impl Orthanc {
             "StorageCompression": false,
             "Plugins": [],
         });
+        if let (Some(cfg), Some(extra)) = (cfg.as_object_mut(), extra.as_object()) {
+            cfg.extend(extra.clone());
+        }
         let cfg_path = dir.path().join("orthanc.json");
         std::fs::write(&cfg_path, cfg.to_string()).expect("config");
         let log = File::create(dir.path().join("orthanc.log")).expect("log");

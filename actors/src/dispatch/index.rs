@@ -13,7 +13,7 @@
 
 use std::fs::File;
 use std::io::{self, BufReader, Read, Seek, SeekFrom};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry};
 use dicom_core::{Tag, VR};
@@ -100,6 +100,13 @@ pub enum IndexError {
     Missing { name: &'static str, tag: Tag },
 }
 
+/// dicom-object stops reading here: every tag the index needs comes before it
+/// (the last is Series Number (0020,0011)). Parsing on to the pixel data cost
+/// nothing more on most files but 47 s on one real file with a long UN
+/// sequence (pydicom's `UN_sequence.dcm`), which held a whole dispatch's index
+/// stage; [`Walk`] has already checked every length of the rest.
+pub const HEADER_END: Tag = Tag(0x0020, 0x0012);
+
 /// Reads the header of `path`: `Ok(None)` when it is not DICOM (no `DICM` at offset
 /// 128: READMEs, manifests), `Err` when it claims DICOM but is broken.
 pub fn index_file(path: &Path) -> Result<Option<DicomHeader>, IndexError> {
@@ -123,7 +130,7 @@ pub fn index_file(path: &Path) -> Result<Option<DicomHeader>, IndexError> {
     drop(file);
 
     let obj = OpenFileOptions::new()
-        .read_until(tags::PIXEL_DATA)
+        .read_until(HEADER_END)
         .open_file(path)
         .map_err(|e| IndexError::Parse(Box::new(e)))?;
     header_of(&obj, path, dataset_offset, file_size).map(Some)
@@ -481,53 +488,26 @@ fn required(obj: &DefaultDicomObject, name: &'static str, tag: Tag) -> Result<St
     text(obj, tag).ok_or(IndexError::Missing { name, tag })
 }
 
-/// The DICOM files found by [`index_dir`], with their headers.
-pub type Indexed = Vec<(PathBuf, DicomHeader)>;
-/// The files [`index_dir`] found claiming DICOM but broken.
-pub type IndexFailures = Vec<(PathBuf, IndexError)>;
-
-/// Indexes every regular file under `dir`, recursively: the DICOM headers found and the
-/// files that claim DICOM but are broken, both sorted by path. Non-DICOM files are
-/// skipped and counted nowhere; symlinks are not followed (extraction makes none).
-pub fn index_dir(dir: &Path) -> (Indexed, IndexFailures) {
-    index_dir_with(dir, &|| {})
-}
-
-/// [`index_dir`], calling `progressed` after every file read (the stage
-/// watchdog's beat).
-pub fn index_dir_with(dir: &Path, progressed: &dyn Fn()) -> (Indexed, IndexFailures) {
-    let mut found = Vec::new();
-    let mut failed = Vec::new();
-    let mut pending = vec![dir.to_path_buf()];
-    while let Some(current) = pending.pop() {
-        let entries = match std::fs::read_dir(&current) {
-            Ok(entries) => entries,
-            Err(e) => {
-                failed.push((current, IndexError::Io(e)));
-                continue;
+impl IndexError {
+    /// A short reason for an operator, naming the common cases the way the local
+    /// API lists them: `no Study Instance UID`, `truncated: …`.
+    pub fn summary(&self) -> String {
+        match self {
+            IndexError::Missing { name, .. } => format!("no {name}"),
+            IndexError::Io(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                format!("truncated: {e}")
             }
-        };
-        for entry in entries {
-            let (path, file_type) = match entry.and_then(|e| Ok((e.path(), e.file_type()?))) {
-                Ok(ok) => ok,
-                Err(e) => {
-                    failed.push((current.clone(), IndexError::Io(e)));
-                    continue;
-                }
-            };
-            if file_type.is_dir() {
-                pending.push(path);
-            } else if file_type.is_file() {
-                progressed();
-                match index_file(&path) {
-                    Ok(Some(header)) => found.push((path, header)),
-                    Ok(None) => {}
-                    Err(e) => failed.push((path, e)),
-                }
+            IndexError::Meta(why) if why.contains("ends") || why.contains("past") => {
+                format!("truncated: file meta group {why}")
             }
+            IndexError::Dataset { offset, reason }
+                if reason.contains("ends") || reason.contains("past the end") =>
+            {
+                format!("truncated: {reason} (byte {offset})")
+            }
+            other => format!("damaged: {other}"),
         }
     }
-    found.sort_by(|a, b| a.0.cmp(&b.0));
-    failed.sort_by(|a, b| a.0.cmp(&b.0));
-    (found, failed)
 }
+
+pub use super::index_dir::{index_dir, index_dir_with, IndexFailures, Indexed, IndexedDir};

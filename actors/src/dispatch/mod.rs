@@ -7,8 +7,9 @@
 //! answers; `shared.rs` what a job's stages share; `accept.rs`
 //! payload validation and target nodes; `download.rs` the archive download;
 //! `extract.rs` the untrusted-archive extraction; `follow.rs` reading an archive
-//! while it downloads; `index.rs` DICOM headers;
-//! `retry.rs` the retry policy; `watchdog.rs` the stages' no-progress limits; `report.rs` `dispatch.status` events;
+//! while it downloads; `index.rs` DICOM headers; `index_dir.rs` walking an extracted archive;
+//! `cache_index.rs` moving its instances into the cache and listing what it left out;
+//! `retry.rs` the retry policy; `watchdog.rs` the stages' no-progress limits; `report.rs` `dispatch.status` events; `outcomes.rs` per-instance outcomes for the API;
 //! `messages.rs` the messages; `history.rs` pruning the
 //! dispatch history. Tests: `extract_tests.rs` (good and hostile
 //! archives, property tests), `index_tests.rs`, and `fixtures.rs` (DICOM files
@@ -19,14 +20,17 @@
 
 pub mod accept;
 mod ack_journal;
+mod cache_index;
 pub mod dispatcher;
 pub mod download;
 pub mod extract;
 pub mod follow;
 pub mod history;
 pub mod index;
+pub mod index_dir;
 pub mod job;
 pub mod messages;
+pub mod outcomes;
 pub mod pipeline;
 pub mod report;
 pub mod retry;

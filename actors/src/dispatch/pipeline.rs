@@ -3,20 +3,17 @@
 //! and the pipeline starts from whatever stage the journal says, so a restart
 //! (crash, `kill -9`, actor restart) resumes instead of starting over.
 
-use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use laminate_config::settings::api_endpoint_segments;
-use laminate_store::{
-    instance_rel_path, Catalog, InstanceRecord, InstanceSource, Journal, NodeStatus, Stage,
-};
+use laminate_store::{Findings, NodeStatus, Stage};
 
+use super::cache_index::{index_into_cache, CacheIndexed};
 use super::download::{download, fetch_tail, Download, DownloadError, HEAD_TIMEOUT};
 use super::extract::{ArchiveSource, Extracted, Extraction};
 use super::follow::{DownloadProgress, Tail};
-use super::index::index_dir_with;
 use super::retry::Retries;
 use super::shared::{JobEnv, JobShared};
 use super::watchdog::Beat;
@@ -340,7 +337,11 @@ async fn extract_and_index(
         index_into_cache(&store, &data_dir, &d, subject.as_deref(), &b)
     })
     .await;
-    let (sops, studies) = match indexed.map_err(|e| e.to_string()).and_then(|r| r) {
+    let CacheIndexed {
+        files,
+        studies,
+        skipped,
+    } = match indexed.map_err(|e| e.to_string()).and_then(|r| r) {
         Ok(x) => x,
         Err(e) => {
             sh.update_open(
@@ -351,8 +352,11 @@ async fn extract_and_index(
             return;
         }
     };
-    tracing::info!(dispatch = %id, files = extracted.files.len(), instances = sops.len(), extract_s, index_s = started.elapsed().as_secs_f64(), "archive extracted and indexed");
-    if sops.is_empty() {
+    tracing::info!(dispatch = %id, files = extracted.files.len(), instances = files.len(), skipped = skipped.len(), extract_s, index_s = started.elapsed().as_secs_f64(), "archive extracted and indexed");
+    if let Err(e) = env.store.journal_set_skipped(&id, skipped) {
+        tracing::error!(error = %e, dispatch = %id, "cannot journal the skipped entries");
+    }
+    if files.is_empty() {
         let _ = tokio::fs::remove_dir_all(&spool).await;
         sh.update_open(
             env,
@@ -361,7 +365,7 @@ async fn extract_and_index(
         );
         return;
     }
-    if let Err(e) = env.store.journal_set_instances(&id, &sops) {
+    if let Err(e) = env.store.journal_set_instance_files(&id, &files) {
         tracing::error!(error = %e, dispatch = %id, "cannot journal the instance set");
         return;
     }
@@ -394,86 +398,4 @@ async fn finish_following(f: Following, archive: &Path) -> Option<Extracted> {
         "the archive's end changed between its two requests; extracting the downloaded archive"
     );
     None
-}
-
-/// Moves every DICOM file under `dir` into the cache and indexes it (blocking),
-/// with one store flush for the whole archive. Returns the SOP Instance UIDs and
-/// the studies they belong to; `Err` when the index could not be made durable.
-fn index_into_cache(
-    store: &laminate_store::Store,
-    data_dir: &Path,
-    dir: &Path,
-    subject_id: Option<&str>,
-    beat: &Beat,
-) -> Result<(Vec<String>, BTreeSet<String>), String> {
-    let (found, broken) = index_dir_with(dir, &|| beat.tick());
-    for (path, e) in &broken {
-        tracing::warn!(file = %path.display(), error = %e, "unreadable DICOM file in the archive skipped");
-    }
-    let mut records = Vec::with_capacity(found.len());
-    let mut links = BTreeSet::new();
-    for (path, h) in found {
-        let rel = match instance_rel_path(
-            &h.study_instance_uid,
-            &h.series_instance_uid,
-            &h.sop_instance_uid,
-        ) {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::warn!(file = %path.display(), error = %e, "instance with unusable UIDs skipped");
-                continue;
-            }
-        };
-        let target: PathBuf = data_dir.join(&rel);
-        if let Some(parent) = target.parent() {
-            if let Err(e) = std::fs::create_dir_all(parent) {
-                tracing::error!(error = %e, dir = %parent.display(), "cannot create a cache folder");
-                continue;
-            }
-        }
-        beat.tick();
-        if let Err(e) = std::fs::rename(&path, &target) {
-            tracing::error!(error = %e, file = %path.display(), "cannot move an instance into the cache");
-            continue;
-        }
-        if let (Some(patient), Some(subject)) = (h.patient_id.as_deref(), subject_id) {
-            links.insert((patient.to_owned(), subject.to_owned()));
-        }
-        records.push(InstanceRecord {
-            sop_instance_uid: h.sop_instance_uid,
-            sop_class_uid: h.sop_class_uid,
-            transfer_syntax: h.transfer_syntax,
-            study_instance_uid: h.study_instance_uid,
-            series_instance_uid: h.series_instance_uid,
-            series_number: h.series_number,
-            patient_id: h.patient_id,
-            path: rel,
-            size: h.file_size,
-            source: InstanceSource::Dispatch,
-            stored_at_ms: crate::clock::now_ms(),
-        });
-    }
-    // A crash before this flush leaves files in the cache without entries: the
-    // start-up repair indexes them, and the journal still says `extracting`.
-    let results = store
-        .put_instances(&records)
-        .map_err(|e| format!("cannot index the instances: {e}"))?;
-    let mut sops = Vec::with_capacity(records.len());
-    let mut studies = BTreeSet::new();
-    for (rec, result) in records.into_iter().zip(results) {
-        if let Err(e) = result {
-            tracing::error!(error = %e, sop = %rec.sop_instance_uid, "cannot index an instance");
-            continue;
-        }
-        studies.insert(rec.study_instance_uid);
-        sops.push(rec.sop_instance_uid);
-    }
-    for (patient, subject) in &links {
-        if let Err(e) = store.link_subject(patient, subject) {
-            tracing::warn!(error = %e, "cannot record the patient ↔ subject link");
-        }
-    }
-    sops.sort();
-    sops.dedup();
-    Ok((sops, studies))
 }

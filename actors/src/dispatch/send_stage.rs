@@ -96,15 +96,11 @@ fn node_work(env: &JobEnv, id: &str, node_id: &str, sops: &[String]) -> Result<N
     Ok(work)
 }
 
+/// The node's `error` when some instances failed (APPLIANCE.md: `2 of 215
+/// failed: …`), naming the first; the local API lists them all.
 fn refusal_summary(refused: &[(String, String)], total: usize) -> String {
     let (sop, why) = &refused[0];
-    format!(
-        "{} of {} instances refused; first: {}: {}",
-        refused.len(),
-        total,
-        sop,
-        why
-    )
+    format!("{} of {} failed: {}: {}", refused.len(), total, sop, why)
 }
 
 async fn send_to_node(env: Rc<JobEnv>, sh: Rc<JobShared>, node_id: String, sops: Rc<Vec<String>>) {

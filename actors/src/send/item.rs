@@ -93,7 +93,8 @@ impl Item {
         let dataset_offset = meta_start + counting.count;
 
         let obj = OpenFileOptions::new()
-            .read_until(tags::PIXEL_DATA)
+            // Only the SOP UIDs are needed (see `HEADER_END`).
+            .read_until(crate::dispatch::index::HEADER_END)
             .open_file(path)
             .map_err(|e| ItemError::Dataset {
                 path: path.to_path_buf(),

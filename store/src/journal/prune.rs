@@ -1,6 +1,6 @@
 //! Pruning finished dispatches past the history window (`history_days`, APPLIANCE.md
 //! "History"): the record, its indexes, its instance set, its acknowledgements and any of
-//! its status reports still waiting in the outbox go in one transaction per dispatch.
+//! its skipped entries and its status reports still waiting in the outbox go in one transaction per dispatch.
 //! Found through `dispatch_finished` (oldest finished first), so a run costs what it
 //! removes, plus one pass over the pending outbox when there is something to remove.
 
@@ -103,6 +103,7 @@ fn remove(store: &Store, t: &JournalTrees, d: &Doomed) -> Result<bool, StoreErro
         &t.counts,
         &t.instances,
         &t.acks,
+        &t.skipped,
         &o.entries,
         &o.newest,
     );
@@ -117,6 +118,7 @@ fn remove(store: &Store, t: &JournalTrees, d: &Doomed) -> Result<bool, StoreErro
             counts,
             instances,
             acks,
+            skipped,
             entries,
             newest,
         )|
@@ -152,6 +154,7 @@ fn remove(store: &Store, t: &JournalTrees, d: &Doomed) -> Result<bool, StoreErro
             for k in &d.acks {
                 acks.remove(k)?;
             }
+            skipped.remove(d.id.as_bytes())?;
             for (seq, key) in &d.outbox {
                 entries.remove(seq)?;
                 if newest.get(key.as_bytes())?.as_deref() == Some(&seq[..]) {

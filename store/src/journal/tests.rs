@@ -298,7 +298,7 @@ fn pages_go_newest_first_and_cursors_continue_them() {
 }
 
 #[test]
-fn pruning_removes_old_finished_dispatches_with_their_acks_instances_and_outbox() {
+fn pruning_removes_old_finished_dispatches_with_their_acks_instances_skipped_entries_and_outbox() {
     use crate::Outbox;
     let s = Store::open_temporary().expect("open");
     // d_old: finished long ago; d_live: as old but active; d_new: finished recently.
@@ -312,6 +312,11 @@ fn pruning_removes_old_finished_dispatches_with_their_acks_instances_and_outbox(
         s.journal_set_instances(&r.id, &["1.1".into(), "1.2".into()])
             .expect("instances");
         s.journal_ack(&r.id, "n1", "1.1", &stored()).expect("ack");
+        let skipped = vec![crate::Skipped {
+            file: "README".into(),
+            reason: "not DICOM".into(),
+        }];
+        crate::Findings::journal_set_skipped(&s, &r.id, skipped).expect("skipped");
         s.outbox_push(b"{}", Some(&format!("{}/n1", r.id)), false)
             .expect("push");
     }
@@ -322,7 +327,10 @@ fn pruning_removes_old_finished_dispatches_with_their_acks_instances_and_outbox(
     assert_eq!(s.journal_by_correlation("corr_d_old").expect("get"), None);
     assert!(s.journal_instances("d_old").expect("instances").is_empty());
     assert!(s.journal_acks("d_old", "n1").expect("acks").is_empty());
+    use crate::Findings;
+    assert_eq!(s.journal_skipped("d_old").expect("skipped").total, 0);
     for id in ["d_live", "d_new"] {
+        assert_eq!(s.journal_skipped(id).expect("skipped").total, 1, "{id}");
         assert!(s.journal_get(id).expect("get").is_some(), "{id}");
         assert_eq!(s.journal_instances(id).expect("instances").len(), 2);
         assert_eq!(s.journal_acks(id, "n1").expect("acks").len(), 1);
