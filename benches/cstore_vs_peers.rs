@@ -26,6 +26,8 @@
 //! reverse order, ours last), `BENCH_SKIP_E2E=1`,
 //! `BENCH_E2E_INSTANCES` (600), `BENCH_SKIP_RSS=1`, `BENCH_RSS_INSTANCES`
 //! (4096 × 512 KiB ≈ 2 GiB), `QUICKACK_SO` (a prebuilt shim).
+//! `BENCH_SKIP_LIMIT=1` (no limit rows: the same files from a minimal Rust sender
+//! to a minimal Rust receiver answering 12 bytes each, the wire's ceiling).
 //! Results: stdout and `{target}/bench-results/cstore_vs_peers.md`.
 
 mod support;
@@ -43,6 +45,7 @@ use laminate_actors::send::{EventSink, Item, ItemOutcome, SendEvent, SendOptions
 use laminate_proxy::sim::study::StudySpec;
 use laminate_proxy::sim::{BackendSim, EntityKind, SimOptions};
 use serde_json::{json, Value};
+use support::wire_limit::{limit_send, LimitReceiver};
 use support::*;
 
 /// Pixel bytes per instance: 512×512×16 bit, ≈ 512 KiB per file.
@@ -271,6 +274,32 @@ fn measure_all(
         .collect()
 }
 
+const LIMIT_RECEIVER: &str = "minimal Rust receiver (12-byte answers)";
+
+/// The limit rows (`support/wire_limit.rs`): 1 and 4 connections, a warm-up
+/// pass, then `runs` runs alternating between the two.
+fn measure_limit(files: &[PathBuf], runs: usize) -> Vec<Row> {
+    let rx = LimitReceiver::start();
+    limit_send(files, rx.port, 4);
+    let mut times = [Vec::new(), Vec::new()];
+    for _ in 0..runs.max(1) {
+        for (i, n) in [1, 4].into_iter().enumerate() {
+            times[i].push(limit_send(files, rx.port, n));
+        }
+    }
+    [1, 4]
+        .into_iter()
+        .zip(times)
+        .map(|(n, t)| Row {
+            receiver: LIMIT_RECEIVER,
+            sender: "minimal Rust sender (length + file bytes)".into(),
+            assoc: n,
+            time: median(t.clone()),
+            runs: t,
+        })
+        .collect()
+}
+
 fn main() {
     if !run_requested("cstore_vs_peers") {
         return;
@@ -372,6 +401,25 @@ fn main() {
         }
     }
     drop(receivers);
+    // The wire's ceiling: the same files, a minimal sender and receiver.
+    if !env_flag("BENCH_SKIP_LIMIT") {
+        for row in measure_limit(&files, runs) {
+            report.line(format!(
+                "| {} | {} | {} | {:.2} | {} | {:.1} |",
+                row.receiver,
+                row.sender,
+                row.assoc,
+                row.time.as_secs_f64(),
+                row.runs
+                    .iter()
+                    .map(|t| format!("{:.2}", t.as_secs_f64()))
+                    .collect::<Vec<_>>()
+                    .join(" / "),
+                mb / row.time.as_secs_f64()
+            ));
+            rows.push(row);
+        }
+    }
 
     let rate = |rx: &str, sender: Sender| -> Option<f64> {
         let name = sender.name();
@@ -429,6 +477,20 @@ fn main() {
         0.95,
     );
 
+    for n in [1u32, 4] {
+        let limit = rows
+            .iter()
+            .find(|r| r.receiver == LIMIT_RECEIVER && r.assoc == n as usize)
+            .map(|r| mb / r.time.as_secs_f64());
+        targets.push(match (rate(ign, Sender::Ours(n)), limit) {
+            (Some(o), Some(l)) => format!(
+                "- {n} assoc: ours → storescp --ignore / the wire's limit ({n} connection{}) = {:.0} % ({o:.1} vs {l:.1} MB/s; the rest is what DICOM and storescp cost)",
+                if n == 1 { "" } else { "s" },
+                100.0 * o / l
+            ),
+            _ => format!("- {n} assoc: ours / the wire's limit: n/a (a row is missing)"),
+        });
+    }
     if !env_flag("BENCH_SKIP_E2E") {
         targets.push(end_to_end(work.path(), runs, &mut report));
     }

@@ -7,6 +7,8 @@
 //! shim, and only in the rows that say so.
 #![allow(dead_code)]
 
+pub mod wire_limit;
+
 use std::fs::File;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
