@@ -25,6 +25,7 @@ use crate::{Store, StoreError};
 mod index;
 mod page;
 mod prune;
+mod recent;
 #[cfg(test)]
 mod tests;
 

@@ -130,7 +130,11 @@ pub fn finish_file_deletion(
 }
 
 /// [`finish_file_deletion`] without the flush; `None` if the ticket is unknown.
-fn finish(c: &CatalogTrees, data_dir: &Path, ticket: u64) -> Result<Option<usize>, StoreError> {
+pub(super) fn finish(
+    c: &CatalogTrees,
+    data_dir: &Path,
+    ticket: u64,
+) -> Result<Option<usize>, StoreError> {
     let Some(paths) = c.pending_paths_of(ticket)? else {
         return Ok(None);
     };
