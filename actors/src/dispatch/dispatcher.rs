@@ -338,6 +338,11 @@ impl Handler<JobFinished> for Dispatcher {
     fn handle(&mut self, msg: JobFinished, ctx: &mut Context<Self>) {
         // Dropping the address lets the job actor stop for good.
         self.running.remove(&msg.id);
+        if let Some(peers) = self.env.peers.get() {
+            peers
+                .disk
+                .do_send(crate::disk::DispatchEnded { id: msg.id.clone() });
+        }
         self.schedule(ctx);
     }
 }

@@ -16,12 +16,18 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use url::Url;
 
 use super::follow::Tail;
+use crate::disk::{DiskState, Shortage};
 
 /// Deadline for the response head.
 pub const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
 /// A body that sends nothing for this long is a transient failure (the
 /// default of [`Download::idle_timeout`]).
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// While streaming, the free space is read again after this many bytes.
+const ROOM_CHECK_EVERY: u64 = 4 * 1024 * 1024;
+/// Stopped at the floor with the archive's size unknown, a download waits for this much
+/// room above it before it resumes (rather than stopping again a few chunks later).
+const ROOM_TO_RESUME: u64 = 64 * 1024 * 1024;
 /// Same-origin redirects followed at most.
 const MAX_REDIRECTS: usize = 5;
 
@@ -43,6 +49,10 @@ pub enum DownloadError {
     /// The spool file could not be written (disk full, permissions): retried.
     #[error("spool: {0}")]
     Local(String),
+    /// Writing on would cross the free-space floor (`min_free_gb`): the partial file
+    /// stays for a `Range` resume once there is room (`disk_wait.rs`).
+    #[error("waiting for disk space ({} bytes short)", .0.missing())]
+    NoRoom(Shortage),
 }
 
 impl DownloadError {
@@ -60,6 +70,9 @@ pub struct Download {
     pub tls: Arc<rustls::ClientConfig>,
     /// A body that sends nothing for this long is a transient failure.
     pub idle_timeout: Duration,
+    /// The free-space floor the download must not cross (`None`: unchecked). Checked
+    /// against the announced size before the body, and every few MiB while it streams.
+    pub disk: Option<Arc<DiskState>>,
 }
 
 /// Fetches the archive into `dest`, resuming a partial file when the server allows;
@@ -93,6 +106,11 @@ pub async fn download(d: &Download, progress: &dyn Fn(u64)) -> Result<u64, Downl
         c if c >= 500 => return Err(DownloadError::Transient(format!("server error {c}"))),
         c => return Err(DownloadError::Refused(format!("unexpected answer {c}"))),
     };
+    if let (Some(disk), Some(total)) = (&d.disk, expected_total) {
+        let already = if append { have } else { 0 };
+        disk.room_for(room_needed(total, already))
+            .map_err(DownloadError::NoRoom)?;
+    }
     let mut file = tokio::fs::OpenOptions::new()
         .create(true)
         .write(true)
@@ -102,6 +120,7 @@ pub async fn download(d: &Download, progress: &dyn Fn(u64)) -> Result<u64, Downl
         .await
         .map_err(|e| DownloadError::Local(e.to_string()))?;
     let mut written = if append { have } else { 0 };
+    let mut room_checked_at = written;
     progress(written);
     loop {
         let chunk = match tokio::time::timeout(d.idle_timeout, resp.next()).await {
@@ -127,6 +146,16 @@ pub async fn download(d: &Download, progress: &dyn Fn(u64)) -> Result<u64, Downl
         // new chunk (a reader of the file relies on this).
         progress(written);
         written += chunk.len() as u64;
+        if let Some(disk) = &d.disk {
+            if written - room_checked_at >= ROOM_CHECK_EVERY {
+                room_checked_at = written;
+                if let Err(short) = disk.room_for(0) {
+                    let _ = file.sync_all().await;
+                    let need = expected_total.map_or(ROOM_TO_RESUME, |t| t.saturating_sub(written));
+                    return Err(DownloadError::NoRoom(Shortage { need, ..short }));
+                }
+            }
+        }
     }
     file.flush()
         .await
@@ -147,6 +176,13 @@ pub async fn download(d: &Download, progress: &dyn Fn(u64)) -> Result<u64, Downl
             "body ended after {written} bytes without the archive's end record"
         ))),
     }
+}
+
+/// The room a download of a `total`-byte archive with `have` bytes in the spool needs
+/// above the floor: the rest of the archive, and its extracted files (counted as large as
+/// the archive: DICOM compresses little, and the extraction limits refuse bombs).
+pub fn room_needed(total: u64, have: u64) -> u64 {
+    total.saturating_sub(have).saturating_add(total)
 }
 
 /// The client of a download: TLS as configured, the head deadline, redirects

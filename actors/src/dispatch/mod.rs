@@ -19,6 +19,7 @@
 
 pub mod accept;
 mod ack_journal;
+pub mod disk_wait;
 pub mod dispatcher;
 pub mod download;
 pub mod extract;

@@ -13,6 +13,7 @@ use laminate_store::{
     instance_rel_path, Catalog, InstanceRecord, InstanceSource, Journal, NodeStatus, Stage,
 };
 
+use super::disk_wait;
 use super::download::{download, fetch_tail, Download, DownloadError, HEAD_TIMEOUT};
 use super::extract::{ArchiveSource, Extracted, Extraction};
 use super::follow::{DownloadProgress, Tail};
@@ -84,9 +85,8 @@ async fn finish(env: &JobEnv, sh: &JobShared) {
 /// waiting for.
 async fn download_stage(env: &JobEnv, sh: &JobShared) -> Option<Following> {
     sh.wait_unpaused().await;
-    if sh.all_final() {
-        return None;
-    }
+    // Not even the floor itself: wait before anything is fetched.
+    disk_wait::wait_for_room(env, sh, 0).await?;
     set_stage(env, sh, Stage::Downloading);
     sh.update_open(env, NodeStatus::Downloading, None);
     let (kind, entity_id, id) = {
@@ -113,6 +113,7 @@ async fn download_stage(env: &JobEnv, sh: &JobShared) -> Option<Following> {
         dest: env.spool_dir(&id).join(ARCHIVE),
         tls: env.tls.clone(),
         idle_timeout: env.stage_limits.download_idle,
+        disk: Some(env.disk.clone()),
     };
     let limit = env.stage_limits.download_idle + HEAD_TIMEOUT;
     let extract_to = env.spool_dir(&id).join(EXTRACTED);
@@ -129,7 +130,16 @@ async fn download_stage(env: &JobEnv, sh: &JobShared) -> Option<Following> {
         tail
     };
     let mut retries = Retries::default();
+    let mut short_by = None;
     loop {
+        let total = tail.as_ref().map(|t| t.total);
+        let need = match short_by.take() {
+            Some(need) => need,
+            None => disk_wait::need_for(&job.dest, total).await,
+        };
+        if disk_wait::wait_for_room(env, sh, need).await? {
+            sh.update_open(env, NodeStatus::Downloading, None);
+        }
         let started = Instant::now();
         let progress = DownloadProgress::new();
         let beat = sh.watch.lane("download", None);
@@ -174,6 +184,12 @@ async fn download_stage(env: &JobEnv, sh: &JobShared) -> Option<Following> {
                 return follower
                     .zip(tail)
                     .map(|(extraction, tail)| Following { extraction, tail });
+            }
+            Err(DownloadError::NoRoom(short)) => {
+                if let Some(f) = follower {
+                    f.cancel().await;
+                }
+                short_by = Some(short.need);
             }
             Err(
                 e @ (DownloadError::NotFound
