@@ -295,3 +295,117 @@ fn eviction_by_retention_keeps_what_a_retrying_dispatch_needs_and_takes_the_rest
     })
     .expect("the evicted files are gone");
 }
+
+/// A tmpfs of `mib` MiB mounted on `dir` (the test runs as root), unmounted on drop.
+struct SmallDisk {
+    dir: PathBuf,
+}
+
+impl SmallDisk {
+    fn mount(dir: &Path, mib: u64) -> SmallDisk {
+        std::fs::create_dir_all(dir).expect("mkdir");
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
+            .arg(dir)
+            .output()
+            .expect("mount");
+        assert!(
+            out.status.success(),
+            "this test mounts a small tmpfs for the data dir and needs root: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        SmallDisk {
+            dir: dir.to_path_buf(),
+        }
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
+    }
+}
+
+#[test]
+fn on_a_small_disk_a_streaming_download_stops_at_the_floor_and_finishes_when_space_returns() {
+    let sim = sim();
+    // No Range: the archive's size is unknown until it has arrived, so only the checks
+    // while it streams can hold it.
+    sim.ignore_ranges(true);
+    let scp = StoreScp::start("PACS_A");
+    // 40 MiB, stored (not compressible).
+    let (zip, sops) = study(1, 20, 2 * 1024 * 1024);
+    let archive_len = zip.len() as u64;
+    sim.put_download(EntityKind::Session, "sess_small", zip);
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut app = Appliance::with_dir(tmp.path().to_path_buf(), &sim.backend_url(), &[]);
+    let disk = SmallDisk::mount(&app.data_dir, 160);
+    app.keep_dir(tmp);
+    app.write_config(
+        "nodes.json",
+        &json!({ "nodes": [node("node_1", "PACS_A", scp.port)] }),
+    );
+    app.write_config("proxy.json", &json!({ "min_free_gb": 0 }));
+    app.spawn();
+    app.wait_ready(T);
+    assert!(sim.wait_connected(T));
+
+    // A floor 16 MB under what is free now: the archive cannot fit above it.
+    let free = fs2::available_space(&app.data_dir).expect("free");
+    let floor = free - 16_000_000;
+    assert!(floor > 0 && archive_len > 16_000_000);
+    config_changed(
+        &sim,
+        "cfg_floor",
+        json!({ "min_free_gb": floor as f64 / 1e9 }),
+    );
+    eventually(T, || {
+        (app.status()["store"]["min_free_bytes"].as_u64() == Some(floor)).then_some(())
+    })
+    .expect("the floor applied");
+
+    assert!(sim.send_event(&dispatch_event(
+        "session",
+        "sess_small",
+        "corr_small",
+        &["node_1"],
+        "normal"
+    )));
+    sim.wait_frame(T, |f| {
+        f["correlation_id"] == "corr_small"
+            && f["payload"]["status"] == "queued"
+            && f["payload"]["error"] == "waiting for disk space"
+    })
+    .unwrap_or_else(|| panic!("no wait reported:\n{}", app.logs()));
+    let seen: Vec<String> = statuses(&sim, "corr_small", "node_1")
+        .iter()
+        .filter_map(|s| s["status"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(seen, ["queued", "downloading", "queued"], "{}", app.logs());
+    // Stopped at the floor: part of the archive in the spool, nothing in the cache.
+    let spooled: u64 = files_under(&app.data_path("spool"))
+        .iter()
+        .filter_map(|p| std::fs::metadata(p).ok())
+        .map(|m| m.len())
+        .sum();
+    assert!(
+        spooled > 0 && spooled <= 16_000_000,
+        "{spooled} bytes spooled"
+    );
+    assert!(
+        fs2::available_space(&app.data_dir).expect("free") + 1_000_000 >= floor,
+        "the floor was crossed"
+    );
+    assert!(files_under(&app.data_path("storage"))
+        .iter()
+        .all(|p| p.extension().is_none_or(|x| x != "dcm")));
+
+    // Space returns.
+    config_changed(&sim, "cfg_floor_0", json!({ "min_free_gb": 0 }));
+    let last = wait_final(&sim, "corr_small", "node_1", Duration::from_secs(60))
+        .unwrap_or_else(|| panic!("no final status:\n{}", app.logs()));
+    assert_eq!(last["status"], "completed", "{last}\n{}", app.logs());
+    assert_eq!(scp.sop_uids(), sops);
+    drop(app);
+    drop(disk);
+}

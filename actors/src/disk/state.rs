@@ -137,6 +137,21 @@ impl DiskState {
         }
     }
 
+    /// The free space above the floor now; `Err` with the shortage when below it, `None`
+    /// when the free space cannot be read.
+    pub fn headroom(&self) -> Option<Result<u64, Shortage>> {
+        let free = self.free_bytes_now().ok()?;
+        let floor = self.min_free_bytes();
+        Some(match free.checked_sub(floor) {
+            Some(room) => Ok(room),
+            None => Err(Shortage {
+                free,
+                floor,
+                need: 0,
+            }),
+        })
+    }
+
     /// Instances evicted and their bytes, since start-up.
     pub fn evicted(&self) -> (u64, u64) {
         (

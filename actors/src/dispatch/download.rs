@@ -23,7 +23,8 @@ pub const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
 /// A body that sends nothing for this long is a transient failure (the
 /// default of [`Download::idle_timeout`]).
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-/// While streaming, the free space is read again after this many bytes.
+/// While streaming, the free space is read again after this many bytes (other writers
+/// share the disk), and whenever the room last read is used up.
 const ROOM_CHECK_EVERY: u64 = 4 * 1024 * 1024;
 /// Stopped at the floor with the archive's size unknown, a download waits for this much
 /// room above it before it resumes (rather than stopping again a few chunks later).
@@ -120,7 +121,7 @@ pub async fn download(d: &Download, progress: &dyn Fn(u64)) -> Result<u64, Downl
         .await
         .map_err(|e| DownloadError::Local(e.to_string()))?;
     let mut written = if append { have } else { 0 };
-    let mut room_checked_at = written;
+    let mut room = Room::default();
     progress(written);
     loop {
         let chunk = match tokio::time::timeout(d.idle_timeout, resp.next()).await {
@@ -138,6 +139,13 @@ pub async fn download(d: &Download, progress: &dyn Fn(u64)) -> Result<u64, Downl
             }
             Ok(Some(Ok(bytes))) => bytes,
         };
+        if let Some(disk) = &d.disk {
+            if let Err(short) = room.take(disk, chunk.len() as u64) {
+                let _ = file.sync_all().await;
+                let need = expected_total.map_or(ROOM_TO_RESUME, |t| t.saturating_sub(written));
+                return Err(DownloadError::NoRoom(Shortage { need, ..short }));
+            }
+        }
         file.write_all(&chunk)
             .await
             .map_err(|e| DownloadError::Local(e.to_string()))?;
@@ -146,16 +154,6 @@ pub async fn download(d: &Download, progress: &dyn Fn(u64)) -> Result<u64, Downl
         // new chunk (a reader of the file relies on this).
         progress(written);
         written += chunk.len() as u64;
-        if let Some(disk) = &d.disk {
-            if written - room_checked_at >= ROOM_CHECK_EVERY {
-                room_checked_at = written;
-                if let Err(short) = disk.room_for(0) {
-                    let _ = file.sync_all().await;
-                    let need = expected_total.map_or(ROOM_TO_RESUME, |t| t.saturating_sub(written));
-                    return Err(DownloadError::NoRoom(Shortage { need, ..short }));
-                }
-            }
-        }
     }
     file.flush()
         .await
@@ -175,6 +173,43 @@ pub async fn download(d: &Download, progress: &dyn Fn(u64)) -> Result<u64, Downl
         None => Err(DownloadError::Transient(format!(
             "body ended after {written} bytes without the archive's end record"
         ))),
+    }
+}
+
+/// The room above the floor a streaming download may still write into without reading
+/// the free space again.
+#[derive(Debug, Default)]
+struct Room {
+    /// Bytes that may still be written (0: read the free space first).
+    left: u64,
+    /// Bytes written since the free space was read.
+    since_read: u64,
+}
+
+impl Room {
+    /// Takes `n` bytes of room, reading the free space when the room is used up or
+    /// [`ROOM_CHECK_EVERY`] bytes went since; `Err` when writing `n` would cross the floor.
+    fn take(&mut self, disk: &DiskState, n: u64) -> Result<(), Shortage> {
+        if self.left < n || self.since_read >= ROOM_CHECK_EVERY {
+            self.since_read = 0;
+            self.left = match disk.headroom() {
+                Some(Ok(room)) => room,
+                Some(Err(short)) => return Err(short),
+                // Not knowing is no reason to stop: writing will tell.
+                None => u64::MAX,
+            };
+            if self.left < n {
+                let floor = disk.min_free_bytes();
+                return Err(Shortage {
+                    free: floor.saturating_add(self.left),
+                    floor,
+                    need: n,
+                });
+            }
+        }
+        self.left -= n;
+        self.since_read += n;
+        Ok(())
     }
 }
 
@@ -340,5 +375,26 @@ mod tests {
         assert_eq!(parse_content_range("bytes 5-9/*"), Some((5, None)));
         assert_eq!(parse_content_range("items 1-2/3"), None);
         assert_eq!(parse_content_range("bytes x-1/2"), None);
+    }
+
+    #[test]
+    fn streaming_room_is_refused_under_the_floor_and_given_above_it() {
+        let mut settings = laminate_config::ProxySettings {
+            min_free_gb: 0.0,
+            ..Default::default()
+        };
+        let disk = DiskState::new(std::env::temp_dir(), &settings);
+        let mut room = Room::default();
+        for _ in 0..10 {
+            room.take(&disk, 64 * 1024)
+                .expect("room above a zero floor");
+        }
+        // A floor above anything free: the next read of the free space refuses.
+        settings.min_free_gb = 100_000.0;
+        disk.apply(&settings);
+        let mut room = Room::default();
+        let short = room.take(&disk, 1).expect_err("under the floor");
+        assert_eq!(short.floor, 100_000_000_000_000);
+        assert!(short.missing() > 0);
     }
 }
