@@ -140,10 +140,7 @@ fn run(settings: Settings, ingest: IngestOptions) -> Result<(), Refusal> {
         let ingest = if let Some(addr) = settings.dicom_addr {
             let mut opts = IngestSettings::new(addr, settings.ae_title.clone(), settings.data_dir.clone());
             opts.accept_any_called_ae = ingest.accept_any_called_ae;
-            opts.min_free = match ingest.min_free_bytes {
-                Some(bytes) => Floor::Fixed(bytes),
-                None => Floor::Live(running.disk.clone()),
-            };
+            opts.min_free = Floor::live(running.disk.clone(), ingest.min_free_bytes);
             let health = running.board.health.register("ingest");
             Some(IngestActor::start(health, opts, store.clone()).with_context(|| {
                 format!("--dicom-addr {addr} (LAMINATE_PROXY_DICOM_ADDR), or `off` to disable the ingest SCP")

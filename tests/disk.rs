@@ -388,9 +388,11 @@ fn on_a_small_disk_a_streaming_download_stops_at_the_floor_and_finishes_when_spa
         .filter_map(|p| std::fs::metadata(p).ok())
         .map(|m| m.len())
         .sum();
+    // About the 16 MB of room (the database's own files grow and shrink meanwhile), far
+    // from the archive's 40.
     assert!(
-        spooled > 0 && spooled <= 16_000_000,
-        "{spooled} bytes spooled"
+        spooled > 0 && spooled <= 17_000_000,
+        "{spooled} bytes spooled of {archive_len}"
     );
     assert!(
         fs2::available_space(&app.data_dir).expect("free") + 1_000_000 >= floor,

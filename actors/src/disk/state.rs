@@ -195,25 +195,54 @@ impl DiskState {
 }
 
 /// The ingest SCP's free-space floor: `min_free_gb` as it stands, or a fixed one
-/// (`--ingest-min-free-bytes`, which overrides it).
-#[derive(Debug, Clone)]
-pub enum Floor {
-    Fixed(u64),
-    Live(Arc<DiskState>),
+/// (`--ingest-min-free-bytes`, which overrides it); and the evictor to tell when the floor
+/// is hit or the cache grew.
+#[derive(Debug, Clone, Default)]
+pub struct Floor {
+    fixed: Option<u64>,
+    disk: Option<Arc<DiskState>>,
 }
 
+/// The ingest SCP asks the evictor to look after this many bytes received.
+const GREW_BY: u64 = 64 * 1024 * 1024;
+
 impl Floor {
-    pub fn bytes(&self) -> u64 {
-        match self {
-            Floor::Fixed(b) => *b,
-            Floor::Live(d) => d.min_free_bytes(),
+    /// A fixed floor, no evictor (tests, benches).
+    pub fn fixed(bytes: u64) -> Floor {
+        Floor {
+            fixed: Some(bytes),
+            disk: None,
         }
     }
 
-    /// Tells the evictor that the floor was hit (a fixed floor has no evictor).
+    /// `min_free_gb` as it stands, or `fixed` when set.
+    pub fn live(disk: Arc<DiskState>, fixed: Option<u64>) -> Floor {
+        Floor {
+            fixed,
+            disk: Some(disk),
+        }
+    }
+
+    pub fn bytes(&self) -> u64 {
+        match (self.fixed, &self.disk) {
+            (Some(b), _) => b,
+            (None, Some(d)) => d.min_free_bytes(),
+            (None, None) => 0,
+        }
+    }
+
+    /// The floor was hit: the evictor should free space now.
     pub fn hit(&self) {
-        if let Floor::Live(d) = self {
+        if let Some(d) = &self.disk {
             d.want_eviction();
+        }
+    }
+
+    /// The cache grew from `before` to `after` bytes received: every [`GREW_BY`], the
+    /// evictor looks (`cache_max_gb`).
+    pub fn grew(&self, before: u64, after: u64) {
+        if before / GREW_BY != after / GREW_BY {
+            self.hit();
         }
     }
 }
@@ -248,5 +277,33 @@ mod tests {
         let short = state.room_for(0).unwrap_err();
         assert!(short.missing() > 0);
         assert_eq!(state.free_bytes(), Some(short.free));
+    }
+
+    #[tokio::test]
+    async fn the_ingest_floor_follows_min_free_gb_unless_fixed_and_wakes_the_evictor() {
+        let mut s = ProxySettings::default();
+        let state = DiskState::new(std::env::temp_dir(), &s);
+        let live = Floor::live(state.clone(), None);
+        let pinned = Floor::live(state.clone(), Some(7));
+        assert_eq!(live.bytes(), 2_000_000_000);
+        s.min_free_gb = 3.0;
+        state.apply(&s);
+        assert_eq!(live.bytes(), 3_000_000_000);
+        assert_eq!(pinned.bytes(), 7);
+        assert_eq!(Floor::fixed(5).bytes(), 5);
+
+        // Under one step of growth: no wake-up; across it: one.
+        live.grew(0, GREW_BY - 1);
+        let woken = tokio::time::timeout(
+            std::time::Duration::from_millis(50),
+            state.eviction_wanted(),
+        );
+        assert!(woken.await.is_err());
+        live.grew(GREW_BY - 1, GREW_BY + 1);
+        let woken = tokio::time::timeout(
+            std::time::Duration::from_millis(50),
+            state.eviction_wanted(),
+        );
+        assert!(woken.await.is_ok());
     }
 }

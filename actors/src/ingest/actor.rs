@@ -72,7 +72,7 @@ impl IngestSettings {
             ae_title: ae_title.into(),
             accept_any_called_ae: false,
             data_dir: data_dir.into(),
-            min_free: Floor::Fixed(DEFAULT_MIN_FREE_BYTES),
+            min_free: Floor::fixed(DEFAULT_MIN_FREE_BYTES),
             max_associations: DEFAULT_MAX_ASSOCIATIONS,
         }
     }
@@ -318,7 +318,9 @@ impl Handler<InstanceIngested> for IngestActor {
     type Result = ();
     fn handle(&mut self, msg: InstanceIngested, _: &mut Context<Self>) {
         self.instances += 1;
+        let before = self.bytes;
         self.bytes += msg.bytes;
+        self.settings.min_free.grew(before, self.bytes);
         tracing::info!(
             sop_instance_uid = %msg.sop_instance_uid,
             study_instance_uid = %msg.study_instance_uid,
