@@ -411,3 +411,79 @@ fn on_a_small_disk_a_streaming_download_stops_at_the_floor_and_finishes_when_spa
     drop(app);
     drop(disk);
 }
+
+#[test]
+fn over_cache_max_gb_the_instances_sent_least_recently_go_until_the_cache_fits() {
+    let sim = sim();
+    let scp = StoreScp::start("PACS_A");
+    // About 63 MB each: the two do not fit in 0.1 GB.
+    let spec_a = StudySpec::simple(1, 30, 2 * 1024 * 1024);
+    let spec_b = StudySpec::simple(1, 30, 2 * 1024 * 1024);
+    let (zip_a, _) = spec_a.zip_bytes().expect("zip");
+    let (zip_b, _) = spec_b.zip_bytes().expect("zip");
+    sim.put_download(EntityKind::Session, "sess_a", zip_a);
+    sim.put_download(EntityKind::Session, "sess_b", zip_b);
+    let app = Appliance::with_one_node(&sim, scp.port, T);
+    let completed = |corr: &str| {
+        statuses(&sim, corr, "node_1")
+            .iter()
+            .filter(|s| s["status"] == "completed")
+            .count()
+    };
+    for (entity, corr) in [("sess_a", "corr_a"), ("sess_b", "corr_b")] {
+        assert!(sim.send_event(&dispatch_event(
+            "session",
+            entity,
+            corr,
+            &["node_1"],
+            "normal"
+        )));
+        let last = wait_final(&sim, corr, "node_1", T).expect("final");
+        assert_eq!(last["status"], "completed", "{}", app.logs());
+    }
+    // A is sent again (from the cache): now B is the least recently used.
+    let id = app.get_json("/api/dispatches/corr_a")["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let (code, body) = app
+        .post(&format!("/api/dispatches/{id}/replay"), None)
+        .expect("replay");
+    assert_eq!(code, 200, "{body}");
+    eventually(T, || (completed("corr_a") == 2).then_some(()))
+        .unwrap_or_else(|| panic!("no second completion:\n{}", app.logs()));
+    assert_eq!(sim.download_requests().len(), 2, "replayed from the cache");
+    assert_eq!(app.status()["store"]["evicted"], 0);
+
+    config_changed(&sim, "cfg_max", json!({ "cache_max_gb": 0.1 }));
+    // Instances go one by one, only until the cache fits: all of them B's.
+    eventually(T, || {
+        app.status()["store"]["bytes"]
+            .as_u64()
+            .is_some_and(|b| b <= 100_000_000)
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("{}\n{}", app.status(), app.logs()));
+    let instances_of = |study: &str| {
+        app.get_json("/api/sessions")
+            .as_array()
+            .expect("sessions")
+            .iter()
+            .find(|s| s["study_instance_uid"] == study)
+            .map_or(0, |s| s["instances"].as_u64().unwrap_or(0))
+    };
+    assert_eq!(instances_of(&spec_a.study_uid), 30);
+    let left_of_b = instances_of(&spec_b.study_uid);
+    assert!(left_of_b < 30, "{left_of_b}");
+    let store = app.status()["store"].clone();
+    assert_eq!(store["evicted"].as_u64(), Some(30 - left_of_b), "{store}");
+    assert_eq!(store["instances"].as_u64(), Some(30 + left_of_b), "{store}");
+    let metrics = app.get("/metrics").expect("metrics").1;
+    assert!(
+        metrics.contains(&format!(
+            "laminate_cache_evicted_instances_total {}",
+            30 - left_of_b
+        )),
+        "{metrics}"
+    );
+}

@@ -47,3 +47,104 @@ impl Needed {
         last_used_ms >= self.young_since_ms || self.sops.contains(sop)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use laminate_store::{DispatchKind, DispatchRecord, NodeProgress, NodeStatus, Priority};
+
+    fn rec(id: &str, status: NodeStatus, stage: Stage, updated_at_ms: u64) -> DispatchRecord {
+        let mut node = NodeProgress::queued("n1");
+        node.status = status;
+        DispatchRecord {
+            id: id.into(),
+            seq: 0,
+            correlation_id: format!("c_{id}"),
+            workspace_id: "ws".into(),
+            entity_type: "session".into(),
+            entity_id: "s".into(),
+            kind: DispatchKind::Session,
+            priority: Priority::Normal,
+            subject_id: None,
+            session_id: None,
+            label: None,
+            created_at_ms: 1,
+            updated_at_ms,
+            stage,
+            study_uids: vec![],
+            nodes: vec![node],
+            replays: 0,
+        }
+    }
+
+    fn put(store: &Store, r: DispatchRecord, sops: &[&str]) {
+        store.journal_put(&r).unwrap();
+        let sops: Vec<String> = sops.iter().map(|s| (*s).to_owned()).collect();
+        store.journal_set_instances(&r.id, &sops).unwrap();
+    }
+
+    #[test]
+    fn active_retrying_and_recently_failed_dispatches_keep_their_instances() {
+        let store = Store::open_temporary().unwrap();
+        let hour = 3_600_000;
+        let now = 100 * hour;
+        put(
+            &store,
+            rec(
+                "retrying",
+                NodeStatus::Retrying,
+                Stage::Sending,
+                now - 50 * hour,
+            ),
+            &["1.1"],
+        );
+        put(
+            &store,
+            rec(
+                "failed_recently",
+                NodeStatus::Failed,
+                Stage::Finished,
+                now - hour,
+            ),
+            &["1.2"],
+        );
+        put(
+            &store,
+            rec(
+                "failed_long_ago",
+                NodeStatus::Failed,
+                Stage::Finished,
+                now - 80 * hour,
+            ),
+            &["1.3"],
+        );
+        put(
+            &store,
+            rec(
+                "completed",
+                NodeStatus::Completed,
+                Stage::Finished,
+                now - hour,
+            ),
+            &["1.4"],
+        );
+        put(
+            &store,
+            rec(
+                "indexing",
+                NodeStatus::Extracting,
+                Stage::Extracting,
+                now - 2 * hour,
+            ),
+            &[],
+        );
+        let needed = Needed::read(&store, now, 72 * hour).unwrap();
+        assert!(needed.needs("1.1", 0));
+        assert!(needed.needs("1.2", 0));
+        assert!(!needed.needs("1.3", 0));
+        assert!(!needed.needs("1.4", 0));
+        // Stored since the indexing dispatch began: maybe its own.
+        assert!(needed.needs("1.9", now - 2 * hour));
+        assert!(!needed.needs("1.9", now - 3 * hour));
+    }
+}
