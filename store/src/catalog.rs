@@ -76,7 +76,7 @@ mod test_support;
 mod tests;
 
 pub use audit::{audit, AuditReport};
-pub use evict::{evict, EvictionGoal, EvictionReport};
+pub use evict::{evict, EvictionGoal, EvictionReport, Keep};
 pub use paths::{instance_rel_path, is_valid_uid, MAX_UID_LEN, PART_SUFFIX, STORAGE_DIR};
 pub use repair::{finish_file_deletion, rebuild_catalog, repair, RepairReport};
 

@@ -35,8 +35,8 @@ pub mod store;
 pub use catalog::{
     audit, evict, finish_file_deletion, instance_rel_path, is_valid_uid, rebuild_catalog, repair,
     AuditReport, Catalog, Deletion, EvictionGoal, EvictionReport, InstanceRecord, InstanceSource,
-    RepairReport, ScanSummary, SessionSummary, StoreFigures, MAX_UID_LEN, NO_TICKET, PART_SUFFIX,
-    STORAGE_DIR,
+    Keep, RepairReport, ScanSummary, SessionSummary, StoreFigures, MAX_UID_LEN, NO_TICKET,
+    PART_SUFFIX, STORAGE_DIR,
 };
 pub use error::StoreError;
 pub use journal::{

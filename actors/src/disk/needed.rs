@@ -10,7 +10,7 @@
 
 use std::collections::HashSet;
 
-use laminate_store::{DispatchState, Journal, Stage, Store, StoreError};
+use laminate_store::{DispatchState, Journal, Keep, Stage, Store, StoreError};
 
 /// The instances no eviction may take, as of one moment.
 #[derive(Debug, Default)]
@@ -42,9 +42,21 @@ impl Needed {
         Ok(needed)
     }
 
+    /// Whether the instance `sop`, last used at `last_used_ms`, must stay; from the first
+    /// one used since a dispatch began indexing on, everything must (the pass ends there).
+    pub fn keep(&self, sop: &str, last_used_ms: u64) -> Keep {
+        if last_used_ms >= self.young_since_ms {
+            Keep::FromHere
+        } else if self.sops.contains(sop) {
+            Keep::This
+        } else {
+            Keep::No
+        }
+    }
+
     /// Whether the instance `sop`, last used at `last_used_ms`, must stay.
     pub fn needs(&self, sop: &str, last_used_ms: u64) -> bool {
-        last_used_ms >= self.young_since_ms || self.sops.contains(sop)
+        self.keep(sop, last_used_ms) != Keep::No
     }
 }
 

@@ -4,7 +4,7 @@
 
 use std::cell::OnceCell;
 
-use laminate_store::{evict, EvictionGoal, EvictionReport, Store, StoreError};
+use laminate_store::{evict, EvictionGoal, EvictionReport, Keep, Store, StoreError};
 
 use super::needed::Needed;
 use super::state::DiskState;
@@ -29,14 +29,14 @@ pub fn run(
 ) -> Result<EvictionReport, StoreError> {
     let goal = goal(state, now_ms, wanted);
     let needed: OnceCell<Result<Needed, StoreError>> = OnceCell::new();
-    let protected = |sop: &str, last_used: u64| match needed
+    let keep = |sop: &str, last_used: u64| match needed
         .get_or_init(|| Needed::read(store, now_ms, state.park_ms()))
     {
-        Ok(n) => n.needs(sop, last_used),
+        Ok(n) => n.keep(sop, last_used),
         // Not knowing what is needed: keep everything.
-        Err(_) => true,
+        Err(_) => Keep::FromHere,
     };
-    let report = evict(store, state.data_dir(), &goal, &protected)?;
+    let report = evict(store, state.data_dir(), &goal, &keep)?;
     if let Some(Err(e)) = needed.into_inner() {
         return Err(e);
     }

@@ -15,12 +15,16 @@ pub const WAITING_FOR_DISK_SPACE: &str = "waiting for disk space";
 
 /// How often the free space is read while waiting without being woken.
 const RECHECK: Duration = Duration::from_secs(5);
+/// How often the evictor is asked again while the shortage lasts (each ask is a pass
+/// that reads the journal).
+const ASK_EVERY: Duration = Duration::from_secs(60);
 
 /// Waits until `need` bytes fit above the floor: `Some(waited)`, or `None` when every
 /// node became final meanwhile (cancelled). Reports `queued` on the first shortage; the
 /// caller reports what comes next.
 pub(super) async fn wait_for_room(env: &JobEnv, sh: &JobShared, need: u64) -> Option<bool> {
     let mut waiting = false;
+    let mut asked: Option<(std::time::Instant, u64)> = None;
     loop {
         if sh.all_final() {
             return None;
@@ -34,7 +38,12 @@ pub(super) async fn wait_for_room(env: &JobEnv, sh: &JobShared, need: u64) -> Op
             }
             Err(short) => short,
         };
-        env.disk.want_space(short.missing());
+        let missing = short.missing();
+        let ask = asked.is_none_or(|(at, before)| missing > before || at.elapsed() >= ASK_EVERY);
+        if ask {
+            env.disk.want_space(missing);
+            asked = Some((std::time::Instant::now(), missing));
+        }
         if !waiting {
             waiting = true;
             tracing::warn!(

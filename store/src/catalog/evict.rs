@@ -34,6 +34,18 @@ pub struct EvictionGoal {
     pub free_bytes: u64,
 }
 
+/// The caller's answer for one candidate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keep {
+    /// Not needed: evict it if a goal wants it gone.
+    No,
+    /// Needed: keep it, look at the next one.
+    This,
+    /// Needed, and so is everything used later: the pass ends here (the walk is by
+    /// last-used time, so nothing after this one can go).
+    FromHere,
+}
+
 /// What one pass did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct EvictionReport {
@@ -41,19 +53,20 @@ pub struct EvictionReport {
     pub evicted: u64,
     /// Their bytes (as cataloged).
     pub bytes: u64,
-    /// Instances a goal wanted gone but `protected` kept.
+    /// Instances a goal wanted gone but `keep` kept (not counting those after a
+    /// [`Keep::FromHere`]).
     pub protected: u64,
 }
 
-/// Runs one eviction pass over the cache in `data_dir` towards `goal`. `protected` is
-/// asked about every candidate (SOP Instance UID, last-used ms) and keeps it when `true`
-/// (the dispatcher's "a dispatch still needs it"). Flushes before returning; files are
-/// unlinked after their eviction is durable.
+/// Runs one eviction pass over the cache in `data_dir` towards `goal`. `keep` is asked
+/// about every candidate (SOP Instance UID, last-used ms) a goal wants gone (the caller's
+/// "a dispatch still needs it"). Flushes before returning; files are unlinked after their
+/// eviction is durable.
 pub fn evict(
     store: &Store,
     data_dir: &Path,
     goal: &EvictionGoal,
-    protected: &dyn Fn(&str, u64) -> bool,
+    keep: &dyn Fn(&str, u64) -> Keep,
 ) -> Result<EvictionReport, StoreError> {
     let c = &store.catalog;
     let mut report = EvictionReport::default();
@@ -76,9 +89,16 @@ pub fn evict(
                 done = true;
                 break;
             }
-            if protected(sop, *last_used) {
-                report.protected += 1;
-                continue;
+            match keep(sop, *last_used) {
+                Keep::No => {}
+                Keep::This => {
+                    report.protected += 1;
+                    continue;
+                }
+                Keep::FromHere => {
+                    done = true;
+                    break;
+                }
             }
             let deletion = c.delete(std::slice::from_ref(sop), false, |tx, _| {
                 // Used again since the index was read: keep it.

@@ -21,7 +21,11 @@ fn put(env: &Env, study: &str, sop: &str, ms: u64) -> u64 {
 
 fn run(env: &Env, goal: EvictionGoal, protected: &[&str]) -> EvictionReport {
     evict(env.store(), env.data_dir(), &goal, &|sop, _| {
-        protected.contains(&sop)
+        if protected.contains(&sop) {
+            Keep::This
+        } else {
+            Keep::No
+        }
     })
     .unwrap()
 }
@@ -140,6 +144,36 @@ fn protected_instances_are_kept_and_the_pass_goes_on_past_them() {
     assert_eq!(report.evicted, 0);
     assert_eq!(report.protected, 2);
     assert_eq!(sops(&env), ["5.1", "5.3"]);
+}
+
+#[test]
+fn a_pass_ends_where_everything_later_is_needed() {
+    let env = Env::new();
+    put(&env, S1, "5.1", 100);
+    put(&env, S1, "5.2", 200);
+    put(&env, S1, "5.3", 300);
+    let asked = std::cell::Cell::new(0);
+    let report = evict(
+        env.store(),
+        env.data_dir(),
+        &EvictionGoal {
+            free_bytes: u64::MAX,
+            ..EvictionGoal::default()
+        },
+        &|_, last_used| {
+            asked.set(asked.get() + 1);
+            if last_used >= 200 {
+                Keep::FromHere
+            } else {
+                Keep::No
+            }
+        },
+    )
+    .unwrap();
+    assert_eq!(report.evicted, 1);
+    assert_eq!(report.protected, 0);
+    assert_eq!(asked.get(), 2, "nothing after 5.2 is looked at");
+    assert_eq!(sops(&env), ["5.2", "5.3"]);
 }
 
 #[test]
