@@ -9,7 +9,13 @@
 //! its indexes leave the catalog and the file is recorded as a pending deletion; the files
 //! of a batch are unlinked once the batch is flushed, and a crash in between is finished by
 //! the start-up [`super::repair`]. An instance sent or stored again after the pass read the
-//! index (its last-used time moved) is not evicted.
+//! index (its last-used time moved) is not evicted, and a path put again after its eviction
+//! committed is not unlinked (its pending mark is checked right before each unlink). What
+//! remains is a window of a few milliseconds: the ingest SCP renames a new file for the same
+//! SOP Instance UID into place just before the unlink and indexes it just after; then the
+//! entry has no file, the send stage reports the instance as no longer cached, and the
+//! start-up repair drops the entry. It needs the least recently used instance to arrive again
+//! at that moment.
 
 use std::path::Path;
 
