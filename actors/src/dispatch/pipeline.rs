@@ -272,6 +272,14 @@ async fn wait_all_final(sh: &JobShared) {
 /// again (from the downloaded archive) with the retry policy's backoff.
 async fn extract_stage(env: &JobEnv, sh: &JobShared, following: Option<Following>) {
     sh.wait_unpaused().await;
+    if following.is_none() {
+        // Extracted after the download: its files take about the archive's size.
+        let archive = env.spool_dir(&sh.id()).join(ARCHIVE);
+        let need = tokio::fs::metadata(&archive).await.map_or(0, |m| m.len());
+        if disk_wait::wait_for_room(env, sh, need).await.is_none() {
+            return;
+        }
+    }
     if sh.all_final() {
         return;
     }
