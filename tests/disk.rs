@@ -487,3 +487,56 @@ fn over_cache_max_gb_the_instances_sent_least_recently_go_until_the_cache_fits()
         "{metrics}"
     );
 }
+
+#[test]
+fn a_kill_9_during_an_eviction_pass_leaves_index_and_files_agreeing_after_restart() {
+    let sim = sim();
+    let scp = StoreScp::start("PACS_A");
+    let (zip, _) = study(4, 400, 256);
+    sim.put_download(EntityKind::Session, "sess_many", zip);
+    let mut app = Appliance::with_one_node(&sim, scp.port, T);
+    assert!(sim.send_event(&dispatch_event(
+        "session",
+        "sess_many",
+        "corr_many",
+        &["node_1"],
+        "normal"
+    )));
+    let last = wait_final(&sim, "corr_many", "node_1", Duration::from_secs(120))
+        .unwrap_or_else(|| panic!("no final status:\n{}", app.logs()));
+    assert_eq!(last["status"], "completed", "{}", app.logs());
+    assert_eq!(app.status()["store"]["instances"], 1600);
+
+    // Everything may go now; killed as soon as the pass has begun.
+    config_changed(&sim, "cfg_ret", json!({ "spool_retention_hours": 0 }));
+    eventually(T, || {
+        app.status()["store"]["instances"]
+            .as_u64()
+            .is_some_and(|n| n < 1600)
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("no eviction:\n{}", app.logs()));
+    app.kill9();
+
+    // Back with a retention that keeps what is left.
+    let mut proxy = app.read_config("proxy.json");
+    proxy["spool_retention_hours"] = json!(24);
+    app.write_config("proxy.json", &proxy);
+    app.spawn();
+    app.wait_ready(T);
+    let dcm = files_under(&app.data_path("storage"))
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|x| x == "dcm"))
+        .count() as u64;
+    let indexed: u64 = app
+        .get_json("/api/sessions")
+        .as_array()
+        .expect("sessions")
+        .iter()
+        .filter_map(|s| s["instances"].as_u64())
+        .sum();
+    assert_eq!(indexed, dcm, "index and files disagree\n{}", app.logs());
+    assert_eq!(app.status()["store"]["instances"], dcm);
+    // Evictions not yet flushed at the kill are simply undone: their files are still there.
+    assert!(dcm <= 1600);
+}
