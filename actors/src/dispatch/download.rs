@@ -142,7 +142,7 @@ pub async fn download(d: &Download, progress: &dyn Fn(u64)) -> Result<u64, Downl
         if let Some(disk) = &d.disk {
             if let Err(short) = room.take(disk, chunk.len() as u64) {
                 let _ = file.sync_all().await;
-                let need = expected_total.map_or(ROOM_TO_RESUME, |t| t.saturating_sub(written));
+                let need = expected_total.map_or(ROOM_TO_RESUME, |t| room_needed(t, written));
                 return Err(DownloadError::NoRoom(Shortage { need, ..short }));
             }
         }
