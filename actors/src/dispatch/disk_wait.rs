@@ -4,6 +4,7 @@
 //! freed something or the limits changed, and every [`RECHECK`] (space freed by hand).
 //! No retry is used up by waiting; the partial archive stays for a `Range` resume.
 
+use std::path::Path;
 use std::time::Duration;
 
 use laminate_store::NodeStatus;
@@ -67,10 +68,33 @@ pub(super) async fn wait_for_room(env: &JobEnv, sh: &JobShared, need: u64) -> Op
     }
 }
 
-/// The room the next try needs above the floor: unknown (0) without the archive's size;
-/// otherwise the rest of the archive and its extraction ([`super::download::room_needed`]).
-pub(super) async fn need_for(dest: &std::path::Path, total: Option<u64>) -> u64 {
-    let Some(total) = total else { return 0 };
-    let have = tokio::fs::metadata(dest).await.map_or(0, |m| m.len());
-    super::download::room_needed(total, have)
+/// Before a download try: waits for room for the rest of the archive and its extraction
+/// (`short_by`: what the last try said it lacked; else from the archive's size, when
+/// known), and reports `downloading` again if it waited. `None`: every node is final.
+pub(super) async fn before_try(
+    env: &JobEnv,
+    sh: &JobShared,
+    dest: &Path,
+    total: Option<u64>,
+    short_by: Option<u64>,
+) -> Option<()> {
+    let need = match (short_by, total) {
+        (Some(need), _) => need,
+        (None, None) => 0,
+        (None, Some(total)) => {
+            let have = tokio::fs::metadata(dest).await.map_or(0, |m| m.len());
+            super::download::room_needed(total, have)
+        }
+    };
+    if wait_for_room(env, sh, need).await? {
+        sh.update_open(env, NodeStatus::Downloading, None);
+    }
+    Some(())
+}
+
+/// Before extracting a downloaded `archive` (not followed while it downloaded): waits for
+/// room for its files, about the archive's size. `None`: every node is final.
+pub(super) async fn before_extracting(env: &JobEnv, sh: &JobShared, archive: &Path) -> Option<()> {
+    let need = tokio::fs::metadata(archive).await.map_or(0, |m| m.len());
+    wait_for_room(env, sh, need).await.map(|_| ())
 }

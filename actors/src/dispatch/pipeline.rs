@@ -133,13 +133,7 @@ async fn download_stage(env: &JobEnv, sh: &JobShared) -> Option<Following> {
     let mut short_by = None;
     loop {
         let total = tail.as_ref().map(|t| t.total);
-        let need = match short_by.take() {
-            Some(need) => need,
-            None => disk_wait::need_for(&job.dest, total).await,
-        };
-        if disk_wait::wait_for_room(env, sh, need).await? {
-            sh.update_open(env, NodeStatus::Downloading, None);
-        }
+        disk_wait::before_try(env, sh, &job.dest, total, short_by.take()).await?;
         let started = Instant::now();
         let progress = DownloadProgress::new();
         let beat = sh.watch.lane("download", None);
@@ -272,13 +266,13 @@ async fn wait_all_final(sh: &JobShared) {
 /// again (from the downloaded archive) with the retry policy's backoff.
 async fn extract_stage(env: &JobEnv, sh: &JobShared, following: Option<Following>) {
     sh.wait_unpaused().await;
-    if following.is_none() {
-        // Extracted after the download: its files take about the archive's size.
-        let archive = env.spool_dir(&sh.id()).join(ARCHIVE);
-        let need = tokio::fs::metadata(&archive).await.map_or(0, |m| m.len());
-        if disk_wait::wait_for_room(env, sh, need).await.is_none() {
-            return;
-        }
+    let archive = env.spool_dir(&sh.id()).join(ARCHIVE);
+    if following.is_none()
+        && disk_wait::before_extracting(env, sh, &archive)
+            .await
+            .is_none()
+    {
+        return;
     }
     if sh.all_final() {
         return;
