@@ -653,6 +653,7 @@ fn end_to_end(work: &Path, runs: usize, report: &mut Report) -> String {
         dest: dest.clone(),
         tls: laminate_actors::link::tls::client_config(None).expect("tls"),
         idle_timeout: laminate_actors::dispatch::download::IDLE_TIMEOUT,
+        disk: None,
     };
     let dl = median_of(
         runs,

@@ -70,7 +70,7 @@ impl OurScp {
             dir.path(),
         );
         // The machine's free space is not what is measured.
-        settings.min_free_bytes = 0;
+        settings.min_free = laminate_actors::disk::Floor::fixed(0);
         let (tx, rx) = mpsc::channel();
         let st = store.clone();
         let thread = std::thread::spawn(move || {

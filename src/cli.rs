@@ -137,12 +137,10 @@ pub struct RunArgs {
     #[arg(long, env = "LAMINATE_PROXY_INGEST_ACCEPT_ANY_AE")]
     pub ingest_accept_any_ae: bool,
     /// Ingest: under this much free disk space, C-STORE is answered 0xA700 (out of resources).
-    #[arg(long, env = "LAMINATE_PROXY_INGEST_MIN_FREE_BYTES", default_value_t = DEFAULT_INGEST_MIN_FREE_BYTES)]
-    pub ingest_min_free_bytes: u64,
+    /// Overrides `min_free_gb` (proxy.json, live) for the ingest SCP only; unset: `min_free_gb`.
+    #[arg(long, env = "LAMINATE_PROXY_INGEST_MIN_FREE_BYTES")]
+    pub ingest_min_free_bytes: Option<u64>,
 }
-
-/// 1 GiB: room for the store, the spool and a few studies in flight.
-pub const DEFAULT_INGEST_MIN_FREE_BYTES: u64 = 1024 * 1024 * 1024;
 
 #[derive(Debug, Clone, Args)]
 pub struct DemoArgs {

@@ -6,6 +6,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
+use laminate_actors::disk::Floor;
 use laminate_actors::ingest::{IngestActor, IngestHandle, IngestSettings, IngestShutdownRequested};
 use laminate_actors::link::{tls, LinkSettings, LinkShutdownRequested};
 use laminate_actors::system::{self, SystemConfig};
@@ -36,19 +37,11 @@ pub fn settings_from(args: RunArgs) -> Result<Settings, Vec<String>> {
 }
 
 /// Ingest options that are not in the contract's settings table (docs/protocol.md).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct IngestOptions {
     pub accept_any_called_ae: bool,
-    pub min_free_bytes: u64,
-}
-
-impl Default for IngestOptions {
-    fn default() -> Self {
-        Self {
-            accept_any_called_ae: false,
-            min_free_bytes: crate::cli::DEFAULT_INGEST_MIN_FREE_BYTES,
-        }
-    }
+    /// `--ingest-min-free-bytes`: a fixed floor for the ingest SCP instead of `min_free_gb`.
+    pub min_free_bytes: Option<u64>,
 }
 
 pub fn main(args: RunArgs) -> ExitCode {
@@ -147,7 +140,7 @@ fn run(settings: Settings, ingest: IngestOptions) -> Result<(), Refusal> {
         let ingest = if let Some(addr) = settings.dicom_addr {
             let mut opts = IngestSettings::new(addr, settings.ae_title.clone(), settings.data_dir.clone());
             opts.accept_any_called_ae = ingest.accept_any_called_ae;
-            opts.min_free_bytes = ingest.min_free_bytes;
+            opts.min_free = Floor::live(running.disk.clone(), ingest.min_free_bytes);
             let health = running.board.health.register("ingest");
             Some(IngestActor::start(health, opts, store.clone()).with_context(|| {
                 format!("--dicom-addr {addr} (LAMINATE_PROXY_DICOM_ADDR), or `off` to disable the ingest SCP")

@@ -15,6 +15,7 @@
 //! - [`send`]: the C-STORE sender: a node's pool of associations and its queue.
 //! - [`node_sender`]: one supervised actor per node owning its sender pool.
 //! - [`ingest`]: the C-STORE SCP modalities send studies to; fills the local DICOM cache.
+//! - [`disk`]: the bounded cache: eviction, the free-space floor, the disk's figures.
 //! - [`deletion`]: `session.deleted` / `scan.deleted` against the local store.
 //! - [`envelope`]: the wire envelope, parsing untrusted frames and building outgoing ones.
 //! - [`dimse`]: DIMSE command sets (C-ECHO, C-STORE) shared by the DICOM code.
@@ -32,6 +33,7 @@ pub mod clock;
 pub mod config;
 pub mod deletion;
 pub mod dimse;
+pub mod disk;
 pub mod dispatch;
 pub mod envelope;
 #[cfg(feature = "fault-injection")]

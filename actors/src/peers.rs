@@ -10,6 +10,7 @@ use std::sync::{Arc, OnceLock};
 
 use crate::config::ConfigActor;
 use crate::deletion::DeletionActor;
+use crate::disk::DiskActor;
 use crate::dispatch::Dispatcher;
 use crate::health::Mailbox;
 use crate::heartbeat::HeartbeatActor;
@@ -26,6 +27,7 @@ pub struct Peers {
     pub nodes: Mailbox<NodeMonitor>,
     pub dispatcher: Mailbox<Dispatcher>,
     pub deletion: Mailbox<DeletionActor>,
+    pub disk: Mailbox<DiskActor>,
 }
 
 /// Shared, set-once holder of [`Peers`].

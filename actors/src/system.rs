@@ -2,6 +2,7 @@
 //! with the health registry, wired through [`Peers`].
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use actix::prelude::*;
 use laminate_config::LoadedConfig;
@@ -10,6 +11,7 @@ use laminate_store::Store;
 use crate::board::{Board, SharedBoard};
 use crate::config::{ConfigActor, LogLevelHook};
 use crate::deletion::DeletionActor;
+use crate::disk::{DiskActor, DiskState};
 use crate::dispatch::extract::ExtractLimits;
 use crate::dispatch::{Dispatcher, JobEnv};
 use crate::health::{HealthRegistry, Mailbox};
@@ -40,6 +42,8 @@ pub struct Running {
     pub store: Store,
     /// The data dir (the status page reads its disk and `proxy.json`).
     pub data_dir: PathBuf,
+    /// The disk's limits and figures (free space, evictions).
+    pub disk: Arc<DiskState>,
 }
 
 /// Starts every actor on the current arbiter. Call inside a running actix System.
@@ -58,6 +62,7 @@ pub fn start(cfg: SystemConfig) -> Running {
         log_level_hook,
     } = cfg;
     let heartbeat_interval = loaded.settings.heartbeat_interval_s;
+    let disk_state = DiskState::new(data_dir.clone(), &loaded.settings);
     let dispatcher = {
         let h = health.register("dispatcher");
         let jobs = health.register("dispatch-jobs");
@@ -72,6 +77,7 @@ pub fn start(cfg: SystemConfig) -> Running {
             limits: ExtractLimits::default(),
             send: SendOptions::default(),
             board: board.clone(),
+            disk: disk_state.clone(),
             stage_limits: crate::dispatch::shared::StageLimits::from_env(),
             senders: crate::node_sender::NodeSenders::new(
                 appliance_ae.clone(),
@@ -95,6 +101,12 @@ pub fn start(cfg: SystemConfig) -> Running {
         let h = health.register("deletion");
         let (hc, s, d, p) = (h.clone(), store.clone(), data_dir.clone(), cell.clone());
         let addr = Supervisor::start(move |_| DeletionActor::new(hc, s, d, p));
+        Mailbox::new(addr, h)
+    };
+    let disk = {
+        let h = health.register("disk");
+        let (hc, s, d) = (h.clone(), store.clone(), disk_state.clone());
+        let addr = Supervisor::start(move |_| DiskActor::new(hc, s, d));
         Mailbox::new(addr, h)
     };
 
@@ -138,6 +150,7 @@ pub fn start(cfg: SystemConfig) -> Running {
         nodes,
         dispatcher,
         deletion,
+        disk,
     };
     // Set before any actor runs: they are only polled once this function returns.
     cell.set(peers.clone());
@@ -146,6 +159,7 @@ pub fn start(cfg: SystemConfig) -> Running {
         peers,
         store,
         data_dir,
+        disk: disk_state,
     }
 }
 

@@ -160,9 +160,15 @@ fn sender_json(board: &Board, n: &Node) -> Value {
 }
 
 /// The `store` object of `/api/status`.
+///
+/// `free_bytes` is the data dir's free space read now; `evicted` / `evicted_bytes` count
+/// the instances the bounded cache evicted since start-up.
 pub fn store_figures(state: &AppState) -> Value {
     let store = &state.running.store;
-    match store.figures() {
+    let disk = &state.running.disk;
+    let free_bytes = disk.free_bytes_now().ok();
+    let (evicted, evicted_bytes) = disk.evicted();
+    let mut out = match store.figures() {
         Ok(f) => json!({
             "patients": f.patients,
             "sessions": f.sessions,
@@ -174,7 +180,12 @@ pub fn store_figures(state: &AppState) -> Value {
         Err(e) => {
             json!({ "error": e.to_string(), "patients": null, "sessions": null, "scans": null, "instances": null, "bytes": null })
         }
-    }
+    };
+    out["free_bytes"] = json!(free_bytes);
+    out["min_free_bytes"] = json!(disk.min_free_bytes());
+    out["evicted"] = json!(evicted);
+    out["evicted_bytes"] = json!(evicted_bytes);
+    out
 }
 
 /// The `dispatches` object of `/api/status`: the journal's counts, and the active

@@ -13,6 +13,8 @@
 //! | `laminate_actor_up`, `laminate_actor_restarts_total`, `laminate_actor_mailbox_messages` | gauge, counter, gauge | `actor` |
 //! | `laminate_node_up`, `laminate_node_echo_rtt_seconds` | gauge | `node_id` |
 //! | `laminate_store_instances`, `laminate_cache_bytes`, `laminate_store_database_bytes` | gauge | |
+//! | `laminate_disk_free_bytes`, `laminate_disk_min_free_bytes` | gauge | |
+//! | `laminate_cache_evicted_instances_total`, `laminate_cache_evicted_bytes_total` | counter (since start-up) | |
 //! | `laminate_outbox_events` | gauge | |
 //! | `laminate_status_feed_clients`, `laminate_status_feed_dropped_clients_total` | gauge, counter | |
 //!
@@ -282,6 +284,33 @@ fn collect(state: &AppState) -> Registry {
             fgauge(n as f64),
         );
     }
+    let disk = &state.running.disk;
+    if let Ok(free) = disk.free_bytes_now() {
+        r.register_with_unit(
+            "disk_free",
+            "Free space of the data dir's file system",
+            Unit::Bytes,
+            fgauge(free as f64),
+        );
+    }
+    r.register_with_unit(
+        "disk_min_free",
+        "The free-space floor (min_free_gb)",
+        Unit::Bytes,
+        fgauge(disk.min_free_bytes() as f64),
+    );
+    let (evicted, evicted_bytes) = disk.evicted();
+    r.register(
+        "cache_evicted_instances",
+        "Instances the bounded cache evicted since start-up",
+        counter(evicted),
+    );
+    r.register_with_unit(
+        "cache_evicted",
+        "Bytes the bounded cache evicted since start-up",
+        Unit::Bytes,
+        counter(evicted_bytes),
+    );
     r.register(
         "outbox_events",
         "Events waiting in the durable outbox for the backend",

@@ -358,6 +358,7 @@ fn render(state: &AppState, charts: &Charts, flash: Option<(String, bool)>) -> S
         ("sessions", "Sessions (studies)"),
         ("scans", "Scans (series)"),
         ("instances", "Instances"),
+        ("evicted", "Instances evicted since start-up"),
     ] {
         let _ = write!(
             h,
@@ -365,7 +366,12 @@ fn render(state: &AppState, charts: &Charts, flash: Option<(String, bool)>) -> S
             esc(&text(&store[key]))
         );
     }
-    for (key, label) in [("bytes", "DICOM cache"), ("db_bytes", "Database on disk")] {
+    for (key, label) in [
+        ("bytes", "DICOM cache"),
+        ("db_bytes", "Database on disk"),
+        ("free_bytes", "Free disk space"),
+        ("evicted_bytes", "Evicted since start-up"),
+    ] {
         let _ = write!(
             h,
             r#"<tr><th>{label}</th><td data-store="{key}" data-bytes="">{}</td></tr>"#,

@@ -26,6 +26,8 @@
 //!   are to be unlinked; `catalog_pending_paths`: path → ticket, the mark that the file at
 //!   that path may still be unlinked. Putting an instance at a path removes the mark, so a
 //!   path is never both live and pending.
+//! - `catalog_lru`: the last-used index (`lru.rs`): instances by the time they were last
+//!   stored or sent, oldest first, for [`evict`].
 //! - `meta`, key `catalog.next_ticket`: the next ticket (never reused, survives
 //!   [`rebuild_catalog`]).
 //!
@@ -54,12 +56,16 @@ use crate::keys::{decode_u64, display_u64_key, u64_key};
 use crate::{Store, StoreError};
 
 mod audit;
+mod evict;
+mod lru;
 mod paths;
 mod reconcile;
 mod record;
 mod repair;
 mod tx;
 
+#[cfg(test)]
+mod evict_tests;
 #[cfg(test)]
 mod model_tests;
 #[cfg(test)]
@@ -70,6 +76,7 @@ mod test_support;
 mod tests;
 
 pub use audit::{audit, AuditReport};
+pub use evict::{evict, EvictionGoal, EvictionReport, Keep};
 pub use paths::{instance_rel_path, is_valid_uid, MAX_UID_LEN, PART_SUFFIX, STORAGE_DIR};
 pub use repair::{finish_file_deletion, rebuild_catalog, repair, RepairReport};
 
@@ -86,6 +93,7 @@ pub(crate) const SUBJECTS_TREE: &str = "catalog_subjects";
 pub(crate) const COUNTERS_TREE: &str = "catalog_counters";
 pub(crate) const PENDING_TREE: &str = "catalog_pending_deletions";
 pub(crate) const PENDING_PATHS_TREE: &str = "catalog_pending_paths";
+pub(crate) const LRU_TREE: &str = "catalog_lru";
 /// The key of the next ticket in the `meta` tree.
 pub(crate) const NEXT_TICKET_KEY: &[u8] = b"catalog.next_ticket";
 /// The first ticket handed out.
@@ -268,6 +276,15 @@ pub trait Catalog {
 
     /// `true` while the file at `rel_path` is listed by a pending file deletion.
     fn is_pending_deletion(&self, rel_path: &str) -> Result<bool, StoreError>;
+
+    /// These instances were used (sent) at `now_ms`: each still cataloged moves to the young
+    /// end of the eviction order (never backwards). One small transaction per instance and
+    /// no flush: a bump lost in a crash only lets an instance look older. Returns how many
+    /// moved.
+    fn touch_instances(&self, sops: &[String], now_ms: u64) -> Result<usize, StoreError>;
+
+    /// When the instance was last stored or sent (ms since the epoch); `None` if unknown.
+    fn last_used(&self, sop_instance_uid: &str) -> Result<Option<u64>, StoreError>;
 }
 
 /// The trees of the catalog area.
@@ -283,6 +300,7 @@ pub(crate) struct CatalogTrees {
     pub(crate) counters: sled::Tree,
     pub(crate) pending: sled::Tree,
     pub(crate) pending_paths: sled::Tree,
+    pub(crate) lru: sled::Tree,
     pub(crate) meta: sled::Tree,
 }
 
@@ -301,15 +319,17 @@ impl CatalogTrees {
             counters: db.open_tree(COUNTERS_TREE)?,
             pending: db.open_tree(PENDING_TREE)?,
             pending_paths: db.open_tree(PENDING_PATHS_TREE)?,
+            lru: db.open_tree(LRU_TREE)?,
             meta: db.open_tree(crate::outbox::META_TREE)?,
         })
     }
 
     /// The trees derived from the files, emptied by [`rebuild_catalog`]. Subject links,
     /// pending deletions and the ticket counter are not derived from files and stay.
-    pub(crate) fn derived(&self) -> [&sled::Tree; 7] {
+    pub(crate) fn derived(&self) -> [&sled::Tree; 8] {
         [
             &self.instances,
+            &self.lru,
             &self.members,
             &self.scans,
             &self.studies,
@@ -333,6 +353,7 @@ impl CatalogTrees {
             &self.counters,
             &self.pending,
             &self.pending_paths,
+            &self.lru,
             &self.meta,
         );
         let result = trees.transaction(
@@ -347,6 +368,7 @@ impl CatalogTrees {
                 counters,
                 pending,
                 pending_paths,
+                lru,
                 meta,
             )| {
                 f(&Tx {
@@ -360,6 +382,7 @@ impl CatalogTrees {
                     counters,
                     pending,
                     pending_paths,
+                    lru,
                     meta,
                 })
             },
@@ -790,5 +813,13 @@ impl Catalog for Store {
             .catalog
             .pending_paths
             .contains_key(rel_path.as_bytes())?)
+    }
+
+    fn touch_instances(&self, sops: &[String], now_ms: u64) -> Result<usize, StoreError> {
+        self.catalog.touch(sops, now_ms)
+    }
+
+    fn last_used(&self, sop_instance_uid: &str) -> Result<Option<u64>, StoreError> {
+        self.catalog.last_used(sop_instance_uid)
     }
 }

@@ -28,6 +28,7 @@ mod findings;
 mod index;
 mod page;
 mod prune;
+mod recent;
 #[cfg(test)]
 mod tests;
 

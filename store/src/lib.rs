@@ -20,7 +20,8 @@
 //!   of superseded progress (PROTOCOL.md §4).
 //! - [`catalog`]: [`Catalog`], the index of the local DICOM cache (patients ↔ sessions ↔
 //!   scans ↔ instances, subject links, pending file deletions) kept in step with
-//!   `{data_dir}/storage` by transactions and by [`repair`] at start-up.
+//!   `{data_dir}/storage` by transactions and by [`repair`] at start-up; a last-used index
+//!   and [`evict`] bound the cache (least recently used first).
 #![forbid(unsafe_code)]
 
 pub mod catalog;
@@ -32,9 +33,10 @@ pub mod seen;
 pub mod store;
 
 pub use catalog::{
-    audit, finish_file_deletion, instance_rel_path, is_valid_uid, rebuild_catalog, repair,
-    AuditReport, Catalog, Deletion, InstanceRecord, InstanceSource, RepairReport, ScanSummary,
-    SessionSummary, StoreFigures, MAX_UID_LEN, NO_TICKET, PART_SUFFIX, STORAGE_DIR,
+    audit, evict, finish_file_deletion, instance_rel_path, is_valid_uid, rebuild_catalog, repair,
+    AuditReport, Catalog, Deletion, EvictionGoal, EvictionReport, InstanceRecord, InstanceSource,
+    Keep, RepairReport, ScanSummary, SessionSummary, StoreFigures, MAX_UID_LEN, NO_TICKET,
+    PART_SUFFIX, STORAGE_DIR,
 };
 pub use error::StoreError;
 pub use journal::{

@@ -92,6 +92,7 @@ impl ConfigActor {
             peers
                 .dispatcher
                 .do_send(SettingsUpdated(merge.settings.clone()));
+            peers.disk.do_send(SettingsUpdated(merge.settings.clone()));
             peers.heartbeat.do_send(SettingsUpdated(merge.settings));
         }
         Ok(())

@@ -194,15 +194,22 @@ impl Dispatcher {
         }
     }
 
-    /// Whether every instance of a dispatch is still in the cache (so a replay needs no download).
+    /// Whether every instance of a dispatch is still in the cache (so a replay needs no
+    /// download). They are marked used now: an eviction pass already under way then leaves
+    /// them (it only takes what nobody used since it looked).
     fn cached(&self, id: &str) -> bool {
         let Ok(sops) = self.env.store.journal_instances(id) else {
             return false;
         };
-        !sops.is_empty()
+        let all = !sops.is_empty()
             && sops.iter().all(|sop| {
                 matches!(self.env.store.get_instance(sop), Ok(Some(r)) if self.env.data_dir.join(&r.path).is_file())
-            })
+            });
+        all && self
+            .env
+            .store
+            .touch_instances(&sops, crate::clock::now_ms())
+            .is_ok()
     }
 
     fn replay(
@@ -338,6 +345,11 @@ impl Handler<JobFinished> for Dispatcher {
     fn handle(&mut self, msg: JobFinished, ctx: &mut Context<Self>) {
         // Dropping the address lets the job actor stop for good.
         self.running.remove(&msg.id);
+        if let Some(peers) = self.env.peers.get() {
+            peers
+                .disk
+                .do_send(crate::disk::DispatchEnded { id: msg.id.clone() });
+        }
         self.schedule(ctx);
     }
 }

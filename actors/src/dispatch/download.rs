@@ -16,12 +16,19 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 use url::Url;
 
 use super::follow::Tail;
+use crate::disk::{DiskState, Shortage};
 
 /// Deadline for the response head.
 pub const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
 /// A body that sends nothing for this long is a transient failure (the
 /// default of [`Download::idle_timeout`]).
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// While streaming, the free space is read again after this many bytes (other writers
+/// share the disk), and whenever the room last read is used up.
+const ROOM_CHECK_EVERY: u64 = 4 * 1024 * 1024;
+/// Stopped at the floor with the archive's size unknown, a download waits for this much
+/// room above it before it resumes (rather than stopping again a few chunks later).
+const ROOM_TO_RESUME: u64 = 64 * 1024 * 1024;
 /// Same-origin redirects followed at most.
 const MAX_REDIRECTS: usize = 5;
 
@@ -43,6 +50,10 @@ pub enum DownloadError {
     /// The spool file could not be written (disk full, permissions): retried.
     #[error("spool: {0}")]
     Local(String),
+    /// Writing on would cross the free-space floor (`min_free_gb`): the partial file
+    /// stays for a `Range` resume once there is room (`disk_wait.rs`).
+    #[error("waiting for disk space ({} bytes short)", .0.missing())]
+    NoRoom(Shortage),
 }
 
 impl DownloadError {
@@ -60,6 +71,9 @@ pub struct Download {
     pub tls: Arc<rustls::ClientConfig>,
     /// A body that sends nothing for this long is a transient failure.
     pub idle_timeout: Duration,
+    /// The free-space floor the download must not cross (`None`: unchecked). Checked
+    /// against the announced size before the body, and every few MiB while it streams.
+    pub disk: Option<Arc<DiskState>>,
 }
 
 /// Fetches the archive into `dest`, resuming a partial file when the server allows;
@@ -93,6 +107,11 @@ pub async fn download(d: &Download, progress: &dyn Fn(u64)) -> Result<u64, Downl
         c if c >= 500 => return Err(DownloadError::Transient(format!("server error {c}"))),
         c => return Err(DownloadError::Refused(format!("unexpected answer {c}"))),
     };
+    if let (Some(disk), Some(total)) = (&d.disk, expected_total) {
+        let already = if append { have } else { 0 };
+        disk.room_for(room_needed(total, already))
+            .map_err(DownloadError::NoRoom)?;
+    }
     let mut file = tokio::fs::OpenOptions::new()
         .create(true)
         .write(true)
@@ -102,6 +121,7 @@ pub async fn download(d: &Download, progress: &dyn Fn(u64)) -> Result<u64, Downl
         .await
         .map_err(|e| DownloadError::Local(e.to_string()))?;
     let mut written = if append { have } else { 0 };
+    let mut room = Room::default();
     progress(written);
     loop {
         let chunk = match tokio::time::timeout(d.idle_timeout, resp.next()).await {
@@ -119,6 +139,13 @@ pub async fn download(d: &Download, progress: &dyn Fn(u64)) -> Result<u64, Downl
             }
             Ok(Some(Ok(bytes))) => bytes,
         };
+        if let Some(disk) = &d.disk {
+            if let Err(short) = room.take(disk, chunk.len() as u64) {
+                let _ = file.sync_all().await;
+                let need = expected_total.map_or(ROOM_TO_RESUME, |t| room_needed(t, written));
+                return Err(DownloadError::NoRoom(Shortage { need, ..short }));
+            }
+        }
         file.write_all(&chunk)
             .await
             .map_err(|e| DownloadError::Local(e.to_string()))?;
@@ -147,6 +174,50 @@ pub async fn download(d: &Download, progress: &dyn Fn(u64)) -> Result<u64, Downl
             "body ended after {written} bytes without the archive's end record"
         ))),
     }
+}
+
+/// The room above the floor a streaming download may still write into without reading
+/// the free space again.
+#[derive(Debug, Default)]
+struct Room {
+    /// Bytes that may still be written (0: read the free space first).
+    left: u64,
+    /// Bytes written since the free space was read.
+    since_read: u64,
+}
+
+impl Room {
+    /// Takes `n` bytes of room, reading the free space when the room is used up or
+    /// [`ROOM_CHECK_EVERY`] bytes went since; `Err` when writing `n` would cross the floor.
+    fn take(&mut self, disk: &DiskState, n: u64) -> Result<(), Shortage> {
+        if self.left < n || self.since_read >= ROOM_CHECK_EVERY {
+            self.since_read = 0;
+            self.left = match disk.headroom() {
+                Some(Ok(room)) => room,
+                Some(Err(short)) => return Err(short),
+                // Not knowing is no reason to stop: writing will tell.
+                None => u64::MAX,
+            };
+            if self.left < n {
+                let floor = disk.min_free_bytes();
+                return Err(Shortage {
+                    free: floor.saturating_add(self.left),
+                    floor,
+                    need: n,
+                });
+            }
+        }
+        self.left -= n;
+        self.since_read += n;
+        Ok(())
+    }
+}
+
+/// The room a download of a `total`-byte archive with `have` bytes in the spool needs
+/// above the floor: the rest of the archive, and its extracted files (counted as large as
+/// the archive: DICOM compresses little, and the extraction limits refuse bombs).
+pub fn room_needed(total: u64, have: u64) -> u64 {
+    total.saturating_sub(have).saturating_add(total)
 }
 
 /// The client of a download: TLS as configured, the head deadline, redirects
@@ -304,5 +375,26 @@ mod tests {
         assert_eq!(parse_content_range("bytes 5-9/*"), Some((5, None)));
         assert_eq!(parse_content_range("items 1-2/3"), None);
         assert_eq!(parse_content_range("bytes x-1/2"), None);
+    }
+
+    #[test]
+    fn streaming_room_is_refused_under_the_floor_and_given_above_it() {
+        let mut settings = laminate_config::ProxySettings {
+            min_free_gb: 0.0,
+            ..Default::default()
+        };
+        let disk = DiskState::new(std::env::temp_dir(), &settings);
+        let mut room = Room::default();
+        for _ in 0..10 {
+            room.take(&disk, 64 * 1024)
+                .expect("room above a zero floor");
+        }
+        // A floor above anything free: the next read of the free space refuses.
+        settings.min_free_gb = 100_000.0;
+        disk.apply(&settings);
+        let mut room = Room::default();
+        let short = room.take(&disk, 1).expect_err("under the floor");
+        assert_eq!(short.floor, 100_000_000_000_000);
+        assert!(short.missing() > 0);
     }
 }

@@ -21,6 +21,7 @@
 pub mod accept;
 mod ack_journal;
 mod cache_index;
+pub mod disk_wait;
 pub mod dispatcher;
 pub mod download;
 pub mod extract;

@@ -11,6 +11,7 @@ use laminate_config::settings::api_endpoint_segments;
 use laminate_store::{Findings, NodeStatus, Stage};
 
 use super::cache_index::{index_into_cache, CacheIndexed};
+use super::disk_wait;
 use super::download::{download, fetch_tail, Download, DownloadError, HEAD_TIMEOUT};
 use super::extract::{ArchiveSource, Extracted, Extraction};
 use super::follow::{DownloadProgress, Tail};
@@ -81,9 +82,8 @@ async fn finish(env: &JobEnv, sh: &JobShared) {
 /// waiting for.
 async fn download_stage(env: &JobEnv, sh: &JobShared) -> Option<Following> {
     sh.wait_unpaused().await;
-    if sh.all_final() {
-        return None;
-    }
+    // Not even the floor itself: wait before anything is fetched.
+    disk_wait::wait_for_room(env, sh, 0).await?;
     set_stage(env, sh, Stage::Downloading);
     sh.update_open(env, NodeStatus::Downloading, None);
     let (kind, entity_id, id) = {
@@ -110,6 +110,7 @@ async fn download_stage(env: &JobEnv, sh: &JobShared) -> Option<Following> {
         dest: env.spool_dir(&id).join(ARCHIVE),
         tls: env.tls.clone(),
         idle_timeout: env.stage_limits.download_idle,
+        disk: Some(env.disk.clone()),
     };
     let limit = env.stage_limits.download_idle + HEAD_TIMEOUT;
     let extract_to = env.spool_dir(&id).join(EXTRACTED);
@@ -126,7 +127,10 @@ async fn download_stage(env: &JobEnv, sh: &JobShared) -> Option<Following> {
         tail
     };
     let mut retries = Retries::default();
+    let mut short_by = None;
     loop {
+        let total = tail.as_ref().map(|t| t.total);
+        disk_wait::before_try(env, sh, &job.dest, total, short_by.take()).await?;
         let started = Instant::now();
         let progress = DownloadProgress::new();
         let beat = sh.watch.lane("download", None);
@@ -171,6 +175,12 @@ async fn download_stage(env: &JobEnv, sh: &JobShared) -> Option<Following> {
                 return follower
                     .zip(tail)
                     .map(|(extraction, tail)| Following { extraction, tail });
+            }
+            Err(DownloadError::NoRoom(short)) => {
+                if let Some(f) = follower {
+                    f.cancel().await;
+                }
+                short_by = Some(short.need);
             }
             Err(
                 e @ (DownloadError::NotFound
@@ -253,6 +263,14 @@ async fn wait_all_final(sh: &JobShared) {
 /// again (from the downloaded archive) with the retry policy's backoff.
 async fn extract_stage(env: &JobEnv, sh: &JobShared, following: Option<Following>) {
     sh.wait_unpaused().await;
+    let archive = env.spool_dir(&sh.id()).join(ARCHIVE);
+    if following.is_none()
+        && disk_wait::before_extracting(env, sh, &archive)
+            .await
+            .is_none()
+    {
+        return;
+    }
     if sh.all_final() {
         return;
     }

@@ -34,6 +34,8 @@ pub struct JobEnv {
     pub send: SendOptions,
     /// Where the status page learns of journaled changes and send figures.
     pub board: crate::board::SharedBoard,
+    /// The disk's floor and free space (a download waits for room).
+    pub disk: Arc<crate::disk::DiskState>,
     /// How long a stage may go without progress.
     pub stage_limits: StageLimits,
     /// Each node's sender (its pool of associations, shared by every job).

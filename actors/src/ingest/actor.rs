@@ -21,10 +21,12 @@ use super::drain::Drain;
 use super::messages::{IngestShutdownRequested, InstanceIngested};
 use super::scp::{self, Shared};
 use super::writer::Dirs;
+use crate::disk::Floor;
 use crate::health::{panic_message, ActorHealth, ActorState, Mailbox, Monitored};
 
-/// Default disk floor: under 1 GiB free, C-STORE answers 0xA700 (out of
-/// resources) rather than filling the disk the store and logs live on.
+/// Disk floor of [`IngestSettings::new`]: under 1 GiB free, C-STORE answers 0xA700
+/// (out of resources) rather than filling the disk the store and logs live on. The
+/// appliance uses `min_free_gb` instead ([`Floor::Live`]).
 pub const DEFAULT_MIN_FREE_BYTES: u64 = 1 << 30;
 /// Default cap on simultaneous associations (one thread each).
 pub const DEFAULT_MAX_ASSOCIATIONS: usize = 32;
@@ -50,8 +52,9 @@ pub struct IngestSettings {
     pub accept_any_called_ae: bool,
     /// The data dir; instances go to `{data_dir}/storage/`.
     pub data_dir: PathBuf,
-    /// Under this much free space, C-STORE answers 0xA700 without writing.
-    pub min_free_bytes: u64,
+    /// Under this much free space, C-STORE answers 0xA700 without writing: `min_free_gb`
+    /// as it stands, or a fixed floor (`--ingest-min-free-bytes`).
+    pub min_free: Floor,
     /// Simultaneous associations; more are rejected (transient, local limit
     /// exceeded) so the sender retries later.
     pub max_associations: usize,
@@ -69,7 +72,7 @@ impl IngestSettings {
             ae_title: ae_title.into(),
             accept_any_called_ae: false,
             data_dir: data_dir.into(),
-            min_free_bytes: DEFAULT_MIN_FREE_BYTES,
+            min_free: Floor::fixed(DEFAULT_MIN_FREE_BYTES),
             max_associations: DEFAULT_MAX_ASSOCIATIONS,
         }
     }
@@ -185,7 +188,7 @@ impl IngestActor {
             options: scp::options(&self.settings),
             dirs: self.dirs.clone(),
             store: self.store.clone(),
-            min_free_bytes: self.settings.min_free_bytes,
+            min_free: self.settings.min_free.clone(),
             events: Mailbox::new(ctx.address(), self.health.clone()),
             drain: self.drain.clone(),
         });
@@ -315,7 +318,9 @@ impl Handler<InstanceIngested> for IngestActor {
     type Result = ();
     fn handle(&mut self, msg: InstanceIngested, _: &mut Context<Self>) {
         self.instances += 1;
+        let before = self.bytes;
         self.bytes += msg.bytes;
+        self.settings.min_free.grew(before, self.bytes);
         tracing::info!(
             sop_instance_uid = %msg.sop_instance_uid,
             study_instance_uid = %msg.study_instance_uid,

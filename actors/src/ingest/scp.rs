@@ -97,7 +97,7 @@ pub struct Shared {
     pub options: ScpOptions,
     pub dirs: Dirs,
     pub store: Store,
-    pub min_free_bytes: u64,
+    pub min_free: crate::disk::Floor,
     pub events: Mailbox<IngestActor>,
     pub drain: Arc<Drain>,
 }
@@ -384,12 +384,12 @@ impl Session {
                 "AffectedSOPClassUID or AffectedSOPInstanceUID (command)",
             ));
         }
+        let floor = shared.min_free.bytes();
         match available_space(&shared.dirs.storage) {
-            Ok(available) if available < shared.min_free_bytes => {
-                return Sink::refused(&IngestFailure::DiskFloor {
-                    available,
-                    floor: shared.min_free_bytes,
-                });
+            Ok(available) if available < floor => {
+                // The evictor may free enough for the sender's next try.
+                shared.min_free.hit();
+                return Sink::refused(&IngestFailure::DiskFloor { available, floor });
             }
             Ok(_) => {}
             // Not knowing is no reason to refuse: writing will tell.

@@ -44,7 +44,7 @@ impl Scp {
         let store = Store::open_temporary().expect("store");
         let mut settings =
             IngestSettings::new("127.0.0.1:0".parse().expect("addr"), AE, dir.path());
-        settings.min_free_bytes = 0;
+        settings.min_free = crate::disk::Floor::fixed(0);
         tweak(&mut settings);
         let health = HealthRegistry::new().register("ingest");
         let handle = IngestActor::start(health, settings, store.clone()).expect("ingest starts");
@@ -404,7 +404,7 @@ async fn echoscu_verifies_and_the_called_ae_is_checked() {
 
 #[actix_rt::test]
 async fn under_the_disk_floor_storescu_gets_out_of_resources() {
-    let scp = Scp::start(|s| s.min_free_bytes = u64::MAX);
+    let scp = Scp::start(|s| s.min_free = crate::disk::Floor::fixed(u64::MAX));
     let src = tempfile::tempdir().expect("tempdir");
     let files = study_files(src.path(), 1..=1, 2, 8, |_| EXPLICIT_VR_LE);
     let mut args = vec![

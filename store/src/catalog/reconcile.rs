@@ -11,7 +11,9 @@
 //!   the most recent one put, which the instances alone cannot tell);
 //! - undecodable tickets and subject links are removed; a pending mark pointing at no
 //!   ticket, at a ticket that does not list its path, or at a path holding a live instance
-//!   is removed; the ticket counter is moved past the last ticket.
+//!   is removed; the ticket counter is moved past the last ticket;
+//! - every instance gets its last-used entries (`lru.rs`) if it lacks them (last used when
+//!   stored), and entries of instances that are gone, or stale ordering keys, are removed.
 //!
 //! Runs from [`super::repair`] before anyone else uses the store: no transactions needed.
 
@@ -22,9 +24,9 @@ use sled::IVec;
 use super::record::{self, member_key, parse_member_key, patient_study_key, scan_key};
 use super::record::{ScanEntry, StudyEntry};
 use super::{
-    check_record, paths, tx, CatalogTrees, COUNTERS_TREE, FIRST_TICKET, INSTANCES_TREE,
-    MEMBERS_TREE, NEXT_TICKET_KEY, PATIENTS_TREE, PATIENT_STUDIES_TREE, PENDING_PATHS_TREE,
-    PENDING_TREE, SCANS_TREE, STUDIES_TREE, SUBJECTS_TREE,
+    check_record, lru, paths, tx, CatalogTrees, COUNTERS_TREE, FIRST_TICKET, INSTANCES_TREE,
+    LRU_TREE, MEMBERS_TREE, NEXT_TICKET_KEY, PATIENTS_TREE, PATIENT_STUDIES_TREE,
+    PENDING_PATHS_TREE, PENDING_TREE, SCANS_TREE, STUDIES_TREE, SUBJECTS_TREE,
 };
 use crate::keys::{decode_u64, display_u64_key, u64_key};
 use crate::{InstanceRecord, StoreError};
@@ -81,6 +83,7 @@ pub(super) fn reconcile(c: &CatalogTrees) -> Result<Reconciled, StoreError> {
                 continue;
             }
         };
+        out.fixed += lru_entry(c, &rec)?;
         let (study, series) = (&rec.study_instance_uid, &rec.series_instance_uid);
         let member = member_key(study, series, &rec.sop_instance_uid);
         if !c.members.contains_key(&member)? {
@@ -192,7 +195,61 @@ pub(super) fn reconcile(c: &CatalogTrees) -> Result<Reconciled, StoreError> {
 
     out.fixed += reconcile_subjects(c)?;
     out.fixed += reconcile_pending(c)?;
+    out.fixed += reconcile_lru(c)?;
     Ok(out)
+}
+
+/// Gives `rec` its last-used entries if it lacks them (a store written before the index
+/// existed: last used when stored); returns how many entries were written.
+fn lru_entry(c: &CatalogTrees, rec: &InstanceRecord) -> Result<usize, StoreError> {
+    let sop = &rec.sop_instance_uid;
+    let (ms, mut fixed) = match c
+        .lru
+        .get(lru::sop_key(sop))?
+        .as_deref()
+        .and_then(decode_u64)
+    {
+        Some(ms) => (ms, 0),
+        None => {
+            c.lru
+                .insert(lru::sop_key(sop), &u64_key(rec.stored_at_ms)[..])?;
+            (rec.stored_at_ms, 1)
+        }
+    };
+    let key = lru::time_key(ms, sop);
+    if !c.lru.contains_key(&key)? {
+        c.lru.insert(key, IVec::default())?;
+        fixed += 1;
+    }
+    Ok(fixed)
+}
+
+/// Drops last-used entries of instances that are gone, and ordering keys that are not
+/// where their instance's time says.
+fn reconcile_lru(c: &CatalogTrees) -> Result<usize, StoreError> {
+    let mut fixed = 0;
+    for item in c.lru.iter() {
+        let (key, value) = item?;
+        let keep = if let Some(sop) = lru::parse_sop_key(&key) {
+            decode_u64(&value).is_some() && c.instances.contains_key(sop.as_bytes())?
+        } else if let Some((ms, sop)) = lru::parse_time_key(&key) {
+            c.lru
+                .get(lru::sop_key(sop))?
+                .as_deref()
+                .and_then(decode_u64)
+                == Some(ms)
+        } else {
+            false
+        };
+        if !keep {
+            c.lru.remove(key)?;
+            fixed += 1;
+        }
+    }
+    if fixed > 0 {
+        tracing::warn!(tree = LRU_TREE, fixed, "catalog last-used index repaired");
+    }
+    Ok(fixed)
 }
 
 /// Makes `tree` hold exactly `want`; returns how many entries changed.

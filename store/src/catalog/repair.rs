@@ -25,6 +25,7 @@ use std::path::{Path, PathBuf};
 
 use super::paths::{parse_instance_rel_path, DCM_SUFFIX, PART_SUFFIX, STORAGE_DIR};
 use super::{decode_instance, instance_rel_path, reconcile, Catalog, CatalogTrees};
+use crate::keys::u64_key;
 use crate::{InstanceRecord, Store, StoreError};
 
 /// What [`repair`] did.
@@ -130,7 +131,11 @@ pub fn finish_file_deletion(
 }
 
 /// [`finish_file_deletion`] without the flush; `None` if the ticket is unknown.
-fn finish(c: &CatalogTrees, data_dir: &Path, ticket: u64) -> Result<Option<usize>, StoreError> {
+pub(super) fn finish(
+    c: &CatalogTrees,
+    data_dir: &Path,
+    ticket: u64,
+) -> Result<Option<usize>, StoreError> {
     let Some(paths) = c.pending_paths_of(ticket)? else {
         return Ok(None);
     };
@@ -138,6 +143,11 @@ fn finish(c: &CatalogTrees, data_dir: &Path, ticket: u64) -> Result<Option<usize
     for rel in &paths {
         if parse_instance_rel_path(rel).is_none() {
             tracing::warn!(ticket, path = %rel, "not unlinking a path outside the storage layout");
+            continue;
+        }
+        // Put again since the ticket was read (a writer other than the deleter: the
+        // evictor runs beside the ingest SCP): live again, not ours to unlink.
+        if c.pending_paths.get(rel.as_bytes())?.as_deref() != Some(&u64_key(ticket)[..]) {
             continue;
         }
         let abs = data_dir.join(rel);

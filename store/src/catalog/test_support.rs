@@ -217,6 +217,11 @@ impl Env {
             );
         }
         assert_eq!(s.figures().unwrap(), recount(&all));
+        assert_eq!(
+            super::evict::order(s).len(),
+            all.len(),
+            "every instance has one place in the eviction order"
+        );
         check_sessions(s, &all);
         all
     }

@@ -55,6 +55,7 @@ pub(super) struct Tx<'a> {
     pub(super) counters: &'a TransactionalTree,
     pub(super) pending: &'a TransactionalTree,
     pub(super) pending_paths: &'a TransactionalTree,
+    pub(super) lru: &'a TransactionalTree,
     pub(super) meta: &'a TransactionalTree,
 }
 
@@ -121,6 +122,7 @@ impl Tx<'_> {
             member_key(study, series, &rec.sop_instance_uid),
             IVec::default(),
         )?;
+        self.lru_set(&rec.sop_instance_uid, rec.stored_at_ms)?;
 
         let key = scan_key(study, series);
         let scan = match get_value::<ScanEntry>(self.scans, SCANS_TREE, &key)? {
@@ -188,6 +190,7 @@ impl Tx<'_> {
         self.instances.remove(rec.sop_instance_uid.as_bytes())?;
         self.members
             .remove(member_key(study, series, &rec.sop_instance_uid))?;
+        self.lru_remove(&rec.sop_instance_uid)?;
 
         let key = scan_key(study, series);
         if let Some(mut scan) = get_value::<ScanEntry>(self.scans, SCANS_TREE, &key)? {
