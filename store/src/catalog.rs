@@ -54,6 +54,7 @@ use crate::keys::{decode_u64, display_u64_key, u64_key};
 use crate::{Store, StoreError};
 
 mod audit;
+mod lookup;
 mod paths;
 mod reconcile;
 mod record;
