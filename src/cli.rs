@@ -139,6 +139,9 @@ pub struct RunArgs {
     /// Ingest: under this much free disk space, C-STORE is answered 0xA700 (out of resources).
     #[arg(long, env = "LAMINATE_PROXY_INGEST_MIN_FREE_BYTES", default_value_t = DEFAULT_INGEST_MIN_FREE_BYTES)]
     pub ingest_min_free_bytes: u64,
+    /// Forward the audit trail as RFC 5424 syslog over TCP to this collector (host:port).
+    #[arg(long, env = "LAMINATE_PROXY_AUDIT_SYSLOG")]
+    pub audit_syslog: Option<String>,
 }
 
 /// 1 GiB: room for the store, the spool and a few studies in flight.
@@ -168,4 +171,5 @@ pub const ENV_VARS: &[&str] = &[
     "LAMINATE_PROXY_LOG_FORMAT",
     "LAMINATE_PROXY_INGEST_ACCEPT_ANY_AE",
     "LAMINATE_PROXY_INGEST_MIN_FREE_BYTES",
+    "LAMINATE_PROXY_AUDIT_SYSLOG",
 ];

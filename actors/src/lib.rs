@@ -15,6 +15,7 @@
 //! - [`send`]: the C-STORE sender: a node's pool of associations and its queue.
 //! - [`node_sender`]: one supervised actor per node owning its sender pool.
 //! - [`ingest`]: the C-STORE SCP modalities send studies to; fills the local DICOM cache.
+//! - [`audit`]: the audit trail: `audit/` day files, `/api/audit`, syslog forwarding.
 //! - [`deletion`]: `session.deleted` / `scan.deleted` against the local store.
 //! - [`envelope`]: the wire envelope, parsing untrusted frames and building outgoing ones.
 //! - [`dimse`]: DIMSE command sets (C-ECHO, C-STORE) shared by the DICOM code.
@@ -27,6 +28,7 @@
 //! - [`clock`]: the protocol's timestamps.
 //! - [`http_client`]: awc clients whose TCP connections never wait on Nagle.
 
+pub mod audit;
 pub mod board;
 pub mod clock;
 pub mod config;

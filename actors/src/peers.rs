@@ -8,6 +8,7 @@
 
 use std::sync::{Arc, OnceLock};
 
+use crate::audit::AuditActor;
 use crate::config::ConfigActor;
 use crate::deletion::DeletionActor;
 use crate::dispatch::Dispatcher;
@@ -26,6 +27,7 @@ pub struct Peers {
     pub nodes: Mailbox<NodeMonitor>,
     pub dispatcher: Mailbox<Dispatcher>,
     pub deletion: Mailbox<DeletionActor>,
+    pub audit: Mailbox<AuditActor>,
 }
 
 /// Shared, set-once holder of [`Peers`].

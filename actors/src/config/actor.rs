@@ -92,6 +92,7 @@ impl ConfigActor {
             peers
                 .dispatcher
                 .do_send(SettingsUpdated(merge.settings.clone()));
+            peers.audit.do_send(SettingsUpdated(merge.settings.clone()));
             peers.heartbeat.do_send(SettingsUpdated(merge.settings));
         }
         Ok(())
@@ -146,6 +147,10 @@ impl Handler<ConfigEventReceived> for ConfigActor {
         };
         // A valid change leaves the last rejection shown: a burst of valid events must
         // not hide it from the page.
+        crate::audit::record(
+            &self.peers,
+            crate::audit::AuditEvent::config_change(&ev, &outcome),
+        );
         if let Err(why) = outcome {
             self.reject(&ev.event_type, why);
         }

@@ -114,6 +114,7 @@ impl Handler<DeletionReceived> for DeletionActor {
                 });
             }
         }
+        let event = (ev.event_type.clone(), ev.correlation_id.clone());
         let store = self.store.clone();
         let work = async move {
             let t = target.clone();
@@ -124,7 +125,9 @@ impl Handler<DeletionReceived> for DeletionActor {
         // Atomic: one deletion at a time, in the order the router handed them over,
         // while the actor's thread stays free for everyone else on it.
         AtomicResponse::new(Box::pin(work.into_actor(self).map(
-            |(target, done), act, _| match done {
+            move |(target, done), act, _| {
+                crate::audit::record(&act.peers, target.audit_event(event, &done));
+                match done {
                 Ok(d) if d.removed.is_empty() => {
                     tracing::info!(target = ?target, "nothing to delete (unknown or already deleted)");
                     Ok(())
@@ -141,7 +144,7 @@ impl Handler<DeletionReceived> for DeletionActor {
                     act.health.record_error(format!("deletion: {e}"));
                     Err(HandlerFailed::Failed(format!("deletion: {e}")))
                 }
-            },
+            }},
         )))
     }
 }

@@ -1,0 +1,365 @@
+//! The audit trail through the real binary (APPLIANCE.md "Data dir", `GET
+//! /api/audit`): each kind of action leaves exactly one record with the right
+//! fields, the records are forwarded as RFC 5424 syslog over TCP, and the proxy key
+//! appears nowhere, not in the data dir, the logs or the forwarded messages.
+
+mod support;
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::TcpListener;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use laminate_proxy::sim::study::StudySpec;
+use laminate_proxy::sim::EntityKind;
+use support::*;
+
+const T: Duration = Duration::from_secs(30);
+const TOKEN: &str = "audit-test-token";
+
+/// Started with one node `node_1` at `port`, a status token and `extra` flags.
+fn appliance(sim: &BackendSim, port: u16, extra: &[&str]) -> Appliance {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut args = vec!["--status-token", TOKEN];
+    args.extend_from_slice(extra);
+    let mut app = Appliance::with_dir(tmp.path().to_path_buf(), &sim.backend_url(), &args);
+    app.keep_dir(tmp);
+    app.write_config(
+        "nodes.json",
+        &json!({ "nodes": [node("node_1", "PACS_A", port)] }),
+    );
+    app.spawn();
+    app.wait_ready(T);
+    assert!(sim.wait_connected(T));
+    app
+}
+
+fn records(app: &Appliance) -> Vec<Value> {
+    app.get_json("/api/audit?since=2000-01-01T00:00:00Z")["records"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// Waits until exactly `n` records match and returns them.
+fn wait_records(app: &Appliance, n: usize, pred: impl Fn(&Value) -> bool) -> Vec<Value> {
+    let found = eventually(T, || {
+        let r: Vec<Value> = records(app).into_iter().filter(|r| pred(r)).collect();
+        (r.len() >= n).then_some(r)
+    })
+    .unwrap_or_else(|| panic!("fewer than {n} matching records: {:#?}", records(app)));
+    // A duplicate would follow its original closely.
+    std::thread::sleep(Duration::from_millis(300));
+    let again: Vec<Value> = records(app).into_iter().filter(|r| pred(r)).collect();
+    assert_eq!(again.len(), n, "{again:#?}");
+    found
+}
+
+fn code(r: &Value) -> &str {
+    r["event_id"]["code"].as_str().unwrap_or("")
+}
+
+fn object(r: &Value, kind: &str) -> Vec<String> {
+    r["participant_objects"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|o| o["type"] == kind)
+        .filter_map(|o| o["id"].as_str().map(str::to_owned))
+        .collect()
+}
+
+fn participant<'a>(r: &'a Value, role: &str) -> &'a Value {
+    r["active_participants"]
+        .as_array()
+        .and_then(|a| a.iter().find(|p| p["role"] == role))
+        .unwrap_or_else(|| panic!("no {role} in {r}"))
+}
+
+/// Every file under `dir` whose bytes contain `needle`.
+fn files_containing(dir: &Path, needle: &[u8]) -> Vec<String> {
+    let mut hits = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if let Ok(bytes) = std::fs::read(&p) {
+                if bytes.windows(needle.len()).any(|w| w == needle) {
+                    hits.push(p.display().to_string());
+                }
+            }
+        }
+    }
+    hits
+}
+
+#[test]
+fn each_kind_of_action_leaves_one_audit_record_and_the_key_is_nowhere() {
+    let sim = sim();
+    let scp = StoreScp::start("PACS_A");
+    let spec = StudySpec::simple(1, 3, 1024);
+    let (zip, _) = spec.zip_bytes().expect("study zip");
+    sim.put_download(EntityKind::Session, "sess_a", zip);
+    let app = appliance(&sim, scp.port, &[]);
+
+    // Link connect.
+    let link = wait_records(&app, 1, |r| code(r) == "110114");
+    assert_eq!(link[0]["outcome"], 0);
+    assert_eq!(link[0]["detail"]["link"], "connected");
+    let backend = participant(&link[0], "backend");
+    assert_eq!(
+        backend["network_access_point"],
+        format!("127.0.0.1:{}", sim.port())
+    );
+
+    // A delivery to a node: study, patient id, count, node, outcome.
+    assert!(sim.send_event(&dispatch_event(
+        "session",
+        "sess_a",
+        "corr_a",
+        &["node_1"],
+        "high"
+    )));
+    let last = wait_final(&sim, "corr_a", "node_1", T).expect("final status");
+    assert_eq!(last["status"], "completed", "{last}\n{}", app.logs());
+    let sent = wait_records(&app, 1, |r| code(r) == "110104");
+    let d = &sent[0];
+    assert_eq!(d["event_id"]["name"], "DICOM Instances Transferred");
+    assert_eq!(
+        (d["action"].as_str(), d["outcome"].as_u64()),
+        (Some("R"), Some(0))
+    );
+    assert_eq!(object(d, "study"), [spec.study_uid.as_str()]);
+    assert_eq!(object(d, "patient"), [spec.patient_id.as_str()]);
+    assert_eq!(object(d, "dispatch").len(), 1);
+    assert_eq!(participant(d, "destination")["user_id"], "node_1");
+    assert_eq!(
+        (
+            d["detail"]["count"].as_u64(),
+            d["detail"]["status"].as_str()
+        ),
+        (Some(3), Some("completed"))
+    );
+
+    // Operator actions: with the token, and without it (refused).
+    let (status, body) = app
+        .post("/api/nodes/node_1/echo", Some(TOKEN))
+        .expect("answer");
+    assert_eq!(status, 200, "{body}");
+    let (status, _) = app.post("/api/nodes/node_1/echo", None).expect("answer");
+    assert_eq!(status, 401);
+    let ops = wait_records(&app, 2, |r| r["event_type"]["code"] == "110132");
+    let (ok, refused) = (&ops[0], &ops[1]);
+    assert_eq!(ok["detail"]["action"], "POST /api/nodes/{id}/echo");
+    assert_eq!(object(ok, "node"), ["node_1"]);
+    let op = participant(ok, "operator");
+    assert_eq!(
+        (op["network_access_point"].as_str(), op["token"].as_str()),
+        (Some("127.0.0.1"), Some("accepted"))
+    );
+    assert_eq!(ok["outcome"], 0);
+    assert_eq!(participant(refused, "operator")["token"], "refused");
+    assert_eq!(
+        (
+            refused["outcome"].as_u64(),
+            refused["detail"]["status"].as_u64()
+        ),
+        (Some(4), Some(401))
+    );
+
+    // Configuration: one change applied, one rejected.
+    assert!(sim.send_event(&event(
+        "proxy.config_changed",
+        "cfg_ok",
+        json!({"config": {"heartbeat_interval_s": 60}})
+    )));
+    assert!(sim.send_event(&event(
+        "proxy.config_changed",
+        "cfg_bad",
+        json!({"config": {"heartbeat_interval_s": 1}})
+    )));
+    let cfg = wait_records(&app, 2, |r| {
+        matches!(r["event_type"]["code"].as_str(), Some("110128" | "110131"))
+    });
+    assert_eq!(cfg[0]["detail"]["correlation_id"], "cfg_ok");
+    assert_eq!(
+        (
+            cfg[0]["outcome"].as_u64(),
+            cfg[0]["detail"]["applied"].as_bool()
+        ),
+        (Some(0), Some(true))
+    );
+    assert_eq!(
+        cfg[0]["detail"]["keys"],
+        json!(["config.heartbeat_interval_s"])
+    );
+    assert_eq!(cfg[1]["detail"]["correlation_id"], "cfg_bad");
+    assert_eq!(
+        (
+            cfg[1]["outcome"].as_u64(),
+            cfg[1]["detail"]["applied"].as_bool()
+        ),
+        (Some(4), Some(false))
+    );
+    assert!(cfg[1]["detail"]["error"]
+        .as_str()
+        .is_some_and(|e| e.contains("heartbeat_interval_s")));
+
+    // Deletion of the delivered study.
+    let mut del = event(
+        "session.deleted",
+        "del_a",
+        json!({"study_instance_uid": spec.study_uid}),
+    );
+    del["entity_type"] = json!("session");
+    del["entity_id"] = json!("sess_a");
+    assert!(sim.send_event(&del));
+    let gone = wait_records(&app, 1, |r| code(r) == "110105");
+    assert_eq!(
+        (gone[0]["action"].as_str(), gone[0]["outcome"].as_u64()),
+        (Some("D"), Some(0))
+    );
+    assert_eq!(object(&gone[0], "study"), [spec.study_uid.as_str()]);
+    assert_eq!(object(&gone[0], "patient"), [spec.patient_id.as_str()]);
+    assert_eq!(gone[0]["detail"]["count"], 3);
+
+    // The backend refuses the key.
+    sim.kick(4003, "invalid proxy key");
+    let rejected = wait_records(&app, 1, |r| code(r) == "110114" && r["outcome"] == 4);
+    assert_eq!(rejected[0]["detail"]["link"], "rejected");
+
+    // One file a day, newest last, and the key nowhere.
+    let all = records(&app);
+    let times: Vec<&str> = all.iter().filter_map(|r| r["at"].as_str()).collect();
+    let mut sorted = times.clone();
+    sorted.sort();
+    assert_eq!(times, sorted);
+    let files: Vec<String> = std::fs::read_dir(app.data_path("audit"))
+        .expect("audit dir")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        files
+            .iter()
+            .all(|f| f.len() == "2026-01-01.jsonl".len() && f.ends_with(".jsonl")),
+        "{files:?}"
+    );
+    let hits = files_containing(&app.data_dir, KEY.as_bytes());
+    assert!(hits.is_empty(), "the proxy key is in {hits:?}");
+    assert!(!app.logs().contains(KEY), "the proxy key is in the logs");
+    for r in &all {
+        assert!(!r.to_string().contains(KEY));
+    }
+}
+
+/// Reads octet-counted frames (`LEN SP MSG`) from the first connection.
+fn collector(listener: TcpListener, frames: Arc<Mutex<Vec<String>>>) {
+    std::thread::spawn(move || {
+        let Ok((stream, _)) = listener.accept() else {
+            return;
+        };
+        let mut r = BufReader::new(stream);
+        loop {
+            let mut len = Vec::new();
+            if r.read_until(b' ', &mut len).unwrap_or(0) == 0 {
+                return;
+            }
+            let Ok(n) = String::from_utf8_lossy(&len).trim().parse::<usize>() else {
+                frames
+                    .lock()
+                    .unwrap()
+                    .push(format!("bad frame length {len:?}"));
+                return;
+            };
+            let mut msg = vec![0; n];
+            if r.read_exact(&mut msg).is_err() {
+                return;
+            }
+            frames
+                .lock()
+                .unwrap()
+                .push(String::from_utf8_lossy(&msg).into_owned());
+        }
+    });
+}
+
+#[test]
+fn audit_records_are_forwarded_as_octet_counted_rfc5424_syslog() {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("listener");
+    let target = format!("127.0.0.1:{}", listener.local_addr().expect("addr").port());
+    let frames = Arc::new(Mutex::new(Vec::new()));
+    collector(listener, frames.clone());
+    let sim = sim();
+    let app = appliance(&sim, free_port(), &["--audit-syslog", &target]);
+    let (status, _) = app.post("/api/nodes/node_1/echo", None).expect("answer");
+    assert_eq!(status, 401);
+
+    let got = eventually(T, || {
+        let f = frames.lock().unwrap().clone();
+        (f.len() >= 2).then_some(f)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "no syslog frames: {:?}\n{}",
+            frames.lock().unwrap(),
+            app.logs()
+        )
+    });
+    let on_file = records(&app);
+    for (msg, rec) in got.iter().zip(&on_file) {
+        // <PRI>1 TIMESTAMP HOSTNAME APP-NAME PROCID MSGID SD MSG
+        let parts: Vec<&str> = msg.splitn(8, ' ').collect();
+        assert_eq!(parts.len(), 8, "{msg}");
+        let pri: u32 = parts[0]
+            .strip_prefix('<')
+            .and_then(|p| p.strip_suffix(">1"))
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("PRI/VERSION of {msg}"));
+        assert_eq!(pri / 8, 13, "facility: log audit");
+        assert_eq!(parts[1], rec["at"]);
+        assert_eq!(parts[3], "laminate-proxy");
+        assert_eq!(parts[5], rec["event_id"]["code"]);
+        assert_eq!(parts[6], "-");
+        let body = parts[7]
+            .strip_prefix('\u{feff}')
+            .expect("BOM before UTF-8 MSG");
+        let forwarded: Value = serde_json::from_str(body).expect("JSON record");
+        assert_eq!(&forwarded, rec);
+        assert!(!msg.contains(KEY));
+    }
+    assert_eq!(code(&on_file[0]), "110114");
+    assert_eq!(on_file[1]["detail"]["status"], 401);
+    assert_eq!(
+        got[1].split(' ').next(),
+        Some("<108>1"),
+        "a refused action is a warning"
+    );
+}
+
+#[test]
+fn a_bad_audit_syslog_target_is_refused_at_start() {
+    let (code, out) = run_binary(
+        &[
+            "run",
+            "--backend-url",
+            "ws://127.0.0.1:9/",
+            "--proxy-key",
+            KEY,
+            "--audit-syslog",
+            "collector-without-port",
+        ],
+        &[],
+    );
+    assert_eq!(code, Some(2), "{out}");
+    assert!(
+        out.contains("--audit-syslog (LAMINATE_PROXY_AUDIT_SYSLOG)"),
+        "{out}"
+    );
+}
