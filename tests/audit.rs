@@ -154,8 +154,26 @@ fn each_kind_of_action_leaves_one_audit_record_and_the_key_is_nowhere() {
     assert_eq!(status, 200, "{body}");
     let (status, _) = app.post("/api/nodes/node_1/echo", None).expect("answer");
     assert_eq!(status, 401);
-    let ops = wait_records(&app, 2, |r| r["event_type"]["code"] == "110132");
-    let (ok, refused) = (&ops[0], &ops[1]);
+    // The page's form, its token a form field; a wrong one is refused on the page.
+    let form = |token: &str| {
+        ureq::AgentBuilder::new()
+            .redirects(0)
+            .build()
+            .post(&app.url("/ui/dispatches/corr_a/cancel"))
+            .send_form(&[("token", token)])
+            .map(|r| r.status())
+            .unwrap_or_else(|e| panic!("form post: {e}"))
+    };
+    assert_eq!(form("wrong"), 303);
+    let ops = wait_records(&app, 3, |r| r["event_type"]["code"] == "110132");
+    let (ok, refused, page) = (&ops[0], &ops[1], &ops[2]);
+    assert_eq!(page["detail"]["action"], "POST /ui/dispatches/{id}/cancel");
+    assert_eq!(object(page, "dispatch"), ["corr_a"]);
+    assert_eq!(participant(page, "operator")["token"], "refused");
+    assert_eq!(page["outcome"], 4);
+    assert!(page["detail"]["error"]
+        .as_str()
+        .is_some_and(|e| e.contains("token")));
     assert_eq!(ok["detail"]["action"], "POST /api/nodes/{id}/echo");
     assert_eq!(object(ok, "node"), ["node_1"]);
     let op = participant(ok, "operator");
@@ -362,4 +380,43 @@ fn a_bad_audit_syslog_target_is_refused_at_start() {
         out.contains("--audit-syslog (LAMINATE_PROXY_AUDIT_SYSLOG)"),
         "{out}"
     );
+}
+
+#[test]
+fn audit_files_older_than_audit_days_are_removed_at_start_and_since_must_be_a_time() {
+    let sim = sim();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut app = Appliance::with_dir(tmp.path().to_path_buf(), &sim.backend_url(), &[]);
+    app.keep_dir(tmp);
+    app.write_config("proxy.json", &json!({"audit_days": 2}));
+    let audit = app.data_path("audit");
+    std::fs::create_dir_all(&audit).expect("audit dir");
+    let old = audit.join("2001-02-03.jsonl");
+    std::fs::write(
+        &old,
+        "{\"at\":\"2001-02-03T04:05:06.000Z\",\"event_id\":{\"code\":\"110100\",\"name\":\"x\"}}\n",
+    )
+    .expect("old file");
+    let other = audit.join("README");
+    std::fs::write(&other, "not a day file").expect("other file");
+    app.spawn();
+    app.wait_ready(T);
+    assert!(sim.wait_connected(T));
+    assert!(
+        eventually(T, || (!old.exists()).then_some(())).is_some(),
+        "{} still there",
+        old.display()
+    );
+    assert!(other.exists(), "only day files are pruned");
+    let all = wait_records(&app, 1, |r| code(r) == "110114");
+    assert!(all[0]["at"]
+        .as_str()
+        .is_some_and(|a| !a.starts_with("2001")));
+
+    let (status, body) = app.get("/api/audit?since=yesterday").expect("answer");
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("RFC 3339"), "{body}");
+    // Without `since`: the newest records, `limit` of them.
+    let newest = app.get_json("/api/audit?limit=1");
+    assert_eq!(newest["records"].as_array().map(Vec::len), Some(1));
 }

@@ -68,8 +68,7 @@ fn record<B>(res: &ServiceResponse<B>, client: Option<String>, path: String) {
         action: format!("POST {}", req.match_pattern().unwrap_or(path)),
         target: req.match_info().get("id").map(str::to_owned),
         client,
-        // Refused before the token rule ran (e.g. an unreadable form): no token used.
-        token: checked.map_or(TokenUse::NotNeeded, |c| c.token),
+        token: checked.map_or(TokenUse::NotChecked, |c| c.token),
         status,
         error,
     };

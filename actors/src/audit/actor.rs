@@ -18,6 +18,9 @@ pub struct AuditActor {
     cfg: WriterConfig,
     audit_days: u64,
     writer: Option<Sender<Command>>,
+    /// The last record's time: a record is never stamped before it, so the files
+    /// stay in time order ("newest last") even when two hooks race by a millisecond.
+    last_ms: u64,
 }
 
 impl AuditActor {
@@ -27,6 +30,7 @@ impl AuditActor {
             cfg,
             audit_days,
             writer: None,
+            last_ms: 0,
         }
     }
 
@@ -87,8 +91,9 @@ impl Handler<AuditRecorded> for AuditActor {
     type Result = ();
     fn handle(&mut self, msg: AuditRecorded, _: &mut Context<Self>) {
         tracing::debug!(event_id = %msg.event.event_id().code, "audit record");
+        self.last_ms = self.last_ms.max(msg.at_ms);
         self.send(Command::Record {
-            at_ms: msg.at_ms,
+            at_ms: self.last_ms,
             event: Box::new(msg.event),
         });
     }

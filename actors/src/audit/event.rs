@@ -18,6 +18,8 @@ pub enum TokenUse {
     Refused,
     /// No token needed and none checked (loopback without `--status-token`).
     NotNeeded,
+    /// Answered before the token rule ran (an unknown path, an unreadable form).
+    NotChecked,
 }
 
 impl TokenUse {
@@ -26,6 +28,7 @@ impl TokenUse {
             TokenUse::Accepted => "accepted",
             TokenUse::Refused => "refused",
             TokenUse::NotNeeded => "not needed",
+            TokenUse::NotChecked => "not checked",
         }
     }
 }
