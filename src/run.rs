@@ -250,6 +250,17 @@ pub async fn shutdown(
     }
     running.peers.link.do_send(LinkShutdownRequested);
     http.stop(true).await;
+    let audit = laminate_actors::audit::AuditFlushRequested;
+    if running
+        .peers
+        .audit
+        .send(audit)
+        .timeout(std::time::Duration::from_secs(2))
+        .await
+        .is_err()
+    {
+        tracing::warn!("the audit trail's last records may not be on disk");
+    }
     if let Err(e) = store.flush() {
         tracing::error!(error = %e, "store flush at shutdown failed");
     }

@@ -138,7 +138,14 @@ fn each_kind_of_action_leaves_one_audit_record_and_the_key_is_nowhere() {
     assert_eq!(object(d, "study"), [spec.study_uid.as_str()]);
     assert_eq!(object(d, "patient"), [spec.patient_id.as_str()]);
     assert_eq!(object(d, "dispatch").len(), 1);
-    assert_eq!(participant(d, "destination")["user_id"], "node_1");
+    let dest = participant(d, "destination");
+    assert_eq!(dest["user_id"], "node_1");
+    assert_eq!(dest["alternative_user_id"], "AETITLES=PACS_A");
+    assert_eq!(
+        dest["network_access_point"],
+        format!("127.0.0.1:{}", scp.port)
+    );
+    assert_eq!(participant(d, "source")["user_id"], "LAMINATE_PROXY");
     assert_eq!(
         (
             d["detail"]["count"].as_u64(),

@@ -103,6 +103,7 @@ pub fn start(cfg: SystemConfig) -> Running {
             proxy_key: link.proxy_key.clone(),
             syslog: audit_syslog,
             health: h.clone(),
+            board: board.clone(),
         };
         let days = loaded.settings.audit_days;
         Mailbox::new(

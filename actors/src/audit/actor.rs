@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 
-use super::messages::AuditRecorded;
+use super::messages::{AuditFlushRequested, AuditRecorded};
 use super::writer::{self, Command, WriterConfig};
 use crate::config::SettingsUpdated;
 use crate::health::{ActorHealth, ActorState, Monitored};
@@ -109,4 +109,15 @@ impl Handler<SettingsUpdated> for AuditActor {
     }
 }
 
-crate::delivered_handlers!(AuditActor: AuditRecorded, SettingsUpdated);
+impl Handler<AuditFlushRequested> for AuditActor {
+    type Result = ResponseFuture<()>;
+    fn handle(&mut self, _: AuditFlushRequested, _: &mut Context<Self>) -> Self::Result {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.send(Command::Flush(tx));
+        Box::pin(async move {
+            let _ = rx.await;
+        })
+    }
+}
+
+crate::delivered_handlers!(AuditActor: AuditRecorded, SettingsUpdated, AuditFlushRequested);

@@ -33,6 +33,24 @@ impl TokenUse {
     }
 }
 
+/// A node as the audit trail names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeSeen {
+    pub ae_title: String,
+    /// The calling AE title used towards it.
+    pub calling_ae_title: String,
+    pub host: String,
+    pub port: u16,
+}
+
+/// What a record needs besides its event: our AE title, and the cache and the
+/// configuration to name patients and nodes by.
+pub struct Lookups<'a> {
+    pub appliance: &'a str,
+    pub patient_of: &'a dyn Fn(&str) -> Option<String>,
+    pub node_of: &'a dyn Fn(&str) -> Option<NodeSeen>,
+}
+
 /// One happening worth an audit record.
 #[derive(Debug, Clone)]
 pub enum AuditEvent {
@@ -153,14 +171,9 @@ impl AuditEvent {
             .unwrap_or_else(|| "unknown".to_owned())
     }
 
-    /// The record, stamped `at`; `appliance` is our AE title; `patient_of` looks a
-    /// study's PatientID up in the cache.
-    pub fn into_record(
-        self,
-        at: String,
-        appliance: &str,
-        patient_of: &dyn Fn(&str) -> Option<String>,
-    ) -> AuditRecord {
+    /// The record, stamped `at`.
+    pub fn into_record(self, at: String, look: &Lookups<'_>) -> AuditRecord {
+        let (appliance, patient_of) = (look.appliance, look.patient_of);
         let app = |requestor| ActiveParticipant::new("application", appliance, requestor);
         let backend = || ActiveParticipant::new("backend", "laminate-backend", true);
         match self {
@@ -197,17 +210,21 @@ impl AuditEvent {
                     "cancelled" => outcome::MINOR_FAILURE,
                     _ => outcome::SERIOUS_FAILURE,
                 };
+                let seen = (look.node_of)(&node_id);
+                let mut source = ActiveParticipant::new("source", appliance, false);
+                let mut destination = ActiveParticipant::new("destination", &node_id, false);
+                if let Some(n) = seen {
+                    source.user_id = n.calling_ae_title;
+                    destination.alternative_user_id = Some(format!("AETITLES={}", n.ae_title));
+                    destination.network_access_point = Some(format!("{}:{}", n.host, n.port));
+                }
                 AuditRecord {
                     at,
                     event_id: event_id::instances_transferred(),
                     event_type: None,
                     action: "R".into(),
                     outcome: result,
-                    active_participants: vec![
-                        ActiveParticipant::new("source", appliance, false),
-                        ActiveParticipant::new("destination", &node_id, false),
-                        backend(),
-                    ],
+                    active_participants: vec![source, destination, backend()],
                     participant_objects: objects,
                     detail: obj(json!({
                         "node_id": node_id, "status": status, "count": files_sent,
@@ -368,6 +385,16 @@ mod tests {
         None
     }
 
+    fn no_node(_: &str) -> Option<NodeSeen> {
+        None
+    }
+
+    const NONE: Lookups<'static> = Lookups {
+        appliance: "AE",
+        patient_of: &no_patient,
+        node_of: &no_node,
+    };
+
     #[test]
     fn the_backend_is_named_by_host_and_port_never_by_its_url() {
         let b = AuditEvent::backend_of("wss://laminate.example/proxy/ws?proxy_key=pk_secret");
@@ -390,9 +417,22 @@ mod tests {
             files_total: 5,
             error: Some("refused".into()),
         };
-        let rec = ev.into_record("t".into(), "LAMINATE_PROXY", &|s| {
-            (s == "1.2.3").then(|| "PID".to_owned())
-        });
+        let node = |id: &str| {
+            (id == "node_1").then(|| NodeSeen {
+                ae_title: "PACS_A".into(),
+                calling_ae_title: "OUR_AE".into(),
+                host: "10.0.0.5".into(),
+                port: 104,
+            })
+        };
+        let rec = ev.into_record(
+            "t".into(),
+            &Lookups {
+                appliance: "LAMINATE_PROXY",
+                patient_of: &|s| (s == "1.2.3").then(|| "PID".to_owned()),
+                node_of: &node,
+            },
+        );
         let v = serde_json::to_value(&rec).unwrap();
         assert_eq!(v["event_id"]["code"], "110104");
         assert_eq!(v["outcome"], 8);
@@ -404,7 +444,13 @@ mod tests {
             v["participant_objects"][1],
             json!({"type": "study", "id": "1.2.3"})
         );
-        assert_eq!(v["active_participants"][1]["user_id"], "node_1");
+        assert_eq!(v["active_participants"][0]["user_id"], "OUR_AE");
+        assert_eq!(
+            v["active_participants"][1],
+            json!({"role": "destination", "user_id": "node_1", "requestor": false,
+                   "alternative_user_id": "AETITLES=PACS_A",
+                   "network_access_point": "10.0.0.5:104"})
+        );
         assert_eq!(v["detail"]["count"], 3);
         assert!(v.get("event_type").is_none());
     }
@@ -416,7 +462,7 @@ mod tests {
                 backend: "h:443".into(),
                 rejected: rejected.map(str::to_owned),
             }
-            .into_record("t".into(), "AE", &no_patient)
+            .into_record("t".into(), &NONE)
             .outcome
         };
         assert_eq!((link(None), link(Some("4003"))), (0, 4));
@@ -429,7 +475,7 @@ mod tests {
                 status,
                 error: None,
             }
-            .into_record("t".into(), "AE", &no_patient)
+            .into_record("t".into(), &NONE)
         };
         let ok = op(200, TokenUse::Accepted);
         assert_eq!(ok.outcome, 0);

@@ -13,6 +13,11 @@ pub struct AuditRecorded {
     pub event: AuditEvent,
 }
 
+/// Shutdown: answered once every record sent before it is written and synced.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct AuditFlushRequested;
+
 impl AuditRecorded {
     pub fn now(event: AuditEvent) -> Self {
         Self {

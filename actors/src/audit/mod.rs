@@ -22,7 +22,7 @@ mod writer;
 
 pub use actor::AuditActor;
 pub use event::{AuditEvent, TokenUse};
-pub use messages::AuditRecorded;
+pub use messages::{AuditFlushRequested, AuditRecorded};
 pub use record::AuditRecord;
 pub use writer::WriterConfig;
 

@@ -71,6 +71,9 @@ pub struct ActiveParticipant {
     pub role: String,
     /// An AE title, a node id, `laminate-backend` or `operator`.
     pub user_id: String,
+    /// A node's AE titles, as DICOM spells it: `AETITLES=PACS_A`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alternative_user_id: Option<String>,
     /// Whether this participant asked for the action.
     pub requestor: bool,
     /// Host, host:port or client IP address.
@@ -88,6 +91,7 @@ impl ActiveParticipant {
             role: role.to_owned(),
             user_id: user_id.to_owned(),
             requestor,
+            alternative_user_id: None,
             network_access_point: None,
             token: None,
         }

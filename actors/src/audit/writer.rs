@@ -8,7 +8,7 @@ use std::sync::mpsc::{channel, Receiver, Sender};
 
 use laminate_store::Store;
 
-use super::event::AuditEvent;
+use super::event::{AuditEvent, Lookups, NodeSeen};
 use super::syslog::Forwarder;
 use super::trail::{day_of_ms, Trail};
 use crate::health::ActorHealth;
@@ -21,6 +21,8 @@ pub enum Command {
     },
     /// Remove day files older than this many days.
     Prune(u64),
+    /// Sync, then answer (everything sent before is written by then).
+    Flush(tokio::sync::oneshot::Sender<()>),
 }
 
 /// What the writer needs; cloned into each (re)started thread.
@@ -34,6 +36,8 @@ pub struct WriterConfig {
     /// `host:port` of the syslog collector (`--audit-syslog`).
     pub syslog: Option<String>,
     pub health: ActorHealth,
+    /// The nodes as configured now (a delivery names the node's AE title and address).
+    pub board: crate::board::SharedBoard,
 }
 
 /// Starts the thread; its channel closes when the returned sender is dropped.
@@ -96,16 +100,39 @@ impl Writer {
                     _ => {}
                 }
             }
+            Command::Flush(done) => {
+                if let Err(e) = self.trail.sync() {
+                    self.failed(format!("audit: sync: {e}"));
+                }
+                let _ = done.send(());
+            }
         }
     }
 
     fn record(&mut self, at_ms: u64, event: AuditEvent) {
         let store = &self.cfg.store;
         let patient_of = |study: &str| store.patient_of_study(study).ok().flatten();
+        let node_of = |id: &str| {
+            let node = self
+                .cfg
+                .board
+                .nodes()
+                .into_iter()
+                .find(|n| n.node_id == id)?;
+            Some(NodeSeen {
+                calling_ae_title: node.calling_ae(&self.cfg.appliance_ae).to_owned(),
+                ae_title: node.ae_title,
+                host: node.host,
+                port: node.port,
+            })
+        };
         let rec = event.into_record(
             crate::clock::ms_to_rfc3339(at_ms),
-            &self.cfg.appliance_ae,
-            &patient_of,
+            &Lookups {
+                appliance: &self.cfg.appliance_ae,
+                patient_of: &patient_of,
+                node_of: &node_of,
+            },
         );
         let mut line = match serde_json::to_string(&rec) {
             Ok(l) => l,
