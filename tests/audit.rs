@@ -390,7 +390,8 @@ fn a_bad_audit_syslog_target_is_refused_at_start() {
 }
 
 #[test]
-fn audit_files_older_than_audit_days_are_removed_at_start_and_since_must_be_a_time() {
+fn audit_files_older_than_audit_days_are_removed_at_start_and_when_it_shrinks_and_since_must_be_a_time(
+) {
     let sim = sim();
     let tmp = tempfile::tempdir().expect("tempdir");
     let mut app = Appliance::with_dir(tmp.path().to_path_buf(), &sim.backend_url(), &[]);
@@ -420,10 +421,55 @@ fn audit_files_older_than_audit_days_are_removed_at_start_and_since_must_be_a_ti
         .as_str()
         .is_some_and(|a| !a.starts_with("2001")));
 
+    // A smaller audit_days from the backend prunes at once.
+    let older = audit.join("2001-02-04.jsonl");
+    std::fs::write(&older, "").expect("old file");
+    assert!(sim.send_event(&event(
+        "proxy.config_changed",
+        "days",
+        json!({"config": {"audit_days": 1}})
+    )));
+    assert!(
+        eventually(T, || (!older.exists()).then_some(())).is_some(),
+        "{} still there",
+        older.display()
+    );
+
     let (status, body) = app.get("/api/audit?since=yesterday").expect("answer");
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("RFC 3339"), "{body}");
     // Without `since`: the newest records, `limit` of them.
     let newest = app.get_json("/api/audit?limit=1");
     assert_eq!(newest["records"].as_array().map(Vec::len), Some(1));
+}
+
+#[test]
+fn records_made_while_the_syslog_collector_is_away_reach_it_when_it_comes_up() {
+    let port = free_port();
+    let target = format!("127.0.0.1:{port}");
+    let sim = sim();
+    let app = appliance(&sim, free_port(), &["--audit-syslog", &target]);
+    let (status, _) = app.post("/api/nodes/node_1/echo", None).expect("answer");
+    assert_eq!(status, 401);
+    assert_eq!(wait_records(&app, 2, |_| true).len(), 2);
+    // The appliance has tried and failed at least once by now.
+    assert!(
+        eventually(T, || app
+            .logs()
+            .contains("audit syslog collector unreachable")
+            .then_some(()))
+        .is_some(),
+        "{}",
+        app.logs()
+    );
+    let listener = TcpListener::bind(("127.0.0.1", port)).expect("the collector's port");
+    let frames = Arc::new(Mutex::new(Vec::new()));
+    collector(listener, frames.clone());
+    let got = eventually(T, || {
+        let f = frames.lock().unwrap().clone();
+        (f.len() >= 2).then_some(f)
+    })
+    .unwrap_or_else(|| panic!("frames: {:?}\n{}", frames.lock().unwrap(), app.logs()));
+    let codes: Vec<&str> = got.iter().filter_map(|m| m.split(' ').nth(5)).collect();
+    assert_eq!(codes, ["110114", "110113"]);
 }
