@@ -145,12 +145,12 @@ impl Handler<ConfigEventReceived> for ConfigActor {
             EventKind::StatusChanged => self.status_changed(&payload),
             _ => Err("not a configuration event".to_owned()),
         };
-        // A valid change leaves the last rejection shown: a burst of valid events must
-        // not hide it from the page.
         crate::audit::record(
             &self.peers,
             crate::audit::AuditEvent::config_change(&ev, &outcome),
         );
+        // A valid change leaves the last rejection shown: a burst of valid events must
+        // not hide it from the page.
         if let Err(why) = outcome {
             self.reject(&ev.event_type, why);
         }

@@ -115,19 +115,18 @@ impl Handler<DeletionReceived> for DeletionActor {
             }
         }
         let event = (ev.event_type.clone(), ev.correlation_id.clone());
-        let store = self.store.clone();
+        let (store, peers) = (self.store.clone(), self.peers.clone());
         let work = async move {
             let t = target.clone();
             let done = tokio::task::spawn_blocking(move || Self::delete(&store, &t)).await;
             let done = done.unwrap_or_else(|e| Err(format!("deletion task failed: {e}")));
+            crate::audit::record(&peers, target.audit_event(event, &done));
             (target, done)
         };
         // Atomic: one deletion at a time, in the order the router handed them over,
         // while the actor's thread stays free for everyone else on it.
         AtomicResponse::new(Box::pin(work.into_actor(self).map(
-            move |(target, done), act, _| {
-                crate::audit::record(&act.peers, target.audit_event(event, &done));
-                match done {
+            |(target, done), act, _| match done {
                 Ok(d) if d.removed.is_empty() => {
                     tracing::info!(target = ?target, "nothing to delete (unknown or already deleted)");
                     Ok(())
@@ -144,7 +143,7 @@ impl Handler<DeletionReceived> for DeletionActor {
                     act.health.record_error(format!("deletion: {e}"));
                     Err(HandlerFailed::Failed(format!("deletion: {e}")))
                 }
-            }},
+            },
         )))
     }
 }
