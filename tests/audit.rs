@@ -473,3 +473,44 @@ fn records_made_while_the_syslog_collector_is_away_reach_it_when_it_comes_up() {
     let codes: Vec<&str> = got.iter().filter_map(|m| m.split(' ').nth(5)).collect();
     assert_eq!(codes, ["110114", "110113"]);
 }
+
+#[test]
+fn doctor_says_whether_the_audit_syslog_collector_accepts_connections() {
+    let sim = sim();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let listener = TcpListener::bind("127.0.0.1:0").expect("listener");
+    let up = format!("127.0.0.1:{}", listener.local_addr().expect("addr").port());
+    let down = format!("127.0.0.1:{}", free_port());
+    let doctor = |target: &str| {
+        let http = format!("127.0.0.1:{}", free_port());
+        let data = tmp.path().join("data").display().to_string();
+        let backend = sim.backend_url();
+        let args = [
+            "doctor",
+            "--backend-url",
+            backend.as_str(),
+            "--data-dir",
+            &data,
+            "--http-addr",
+            &http,
+            "--dicom-addr",
+            "off",
+            "--audit-syslog",
+            target,
+        ];
+        run_binary(&args, &[("LAMINATE_PROXY_KEY", KEY)]).1
+    };
+    let line = |out: &str| {
+        out.lines()
+            .find(|l| l.contains(" audit syslog: "))
+            .map(str::to_owned)
+            .unwrap_or_else(|| panic!("no audit syslog line in:\n{out}"))
+    };
+    let out = doctor(&up);
+    assert!(line(&out).starts_with("ok "), "{out}");
+    let out = doctor(&down);
+    assert!(line(&out).starts_with("warn "), "{out}");
+    assert!(line(&out).contains("records wait in audit/"), "{out}");
+    let out = doctor("no-port");
+    assert!(line(&out).starts_with("fail "), "{out}");
+}
