@@ -278,6 +278,8 @@ fn each_kind_of_action_leaves_one_audit_record_and_the_key_is_nowhere() {
     );
     let hits = files_containing(&app.data_dir, KEY.as_bytes());
     assert!(hits.is_empty(), "the proxy key is in {hits:?}");
+    let hits = files_containing(&app.data_path("audit"), TOKEN.as_bytes());
+    assert!(hits.is_empty(), "the status token is in {hits:?}");
     assert!(!app.logs().contains(KEY), "the proxy key is in the logs");
     for r in &all {
         assert!(!r.to_string().contains(KEY));
@@ -443,9 +445,25 @@ fn audit_files_older_than_audit_days_are_removed_at_start_and_when_it_shrinks_an
     assert_eq!(newest["records"].as_array().map(Vec::len), Some(1));
 }
 
+/// A loopback port bound but not listening: connections to it are refused, and no
+/// other test can take it (a port only found free could be, in a parallel test).
+fn reserved_port() -> (socket2::Socket, u16) {
+    let s =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    s.bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .expect("bind");
+    let port = s
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_socket())
+        .map(|a| a.port())
+        .expect("port");
+    (s, port)
+}
+
 #[test]
 fn records_made_while_the_syslog_collector_is_away_reach_it_when_it_comes_up() {
-    let port = free_port();
+    let (socket, port) = reserved_port();
     let target = format!("127.0.0.1:{port}");
     let sim = sim();
     let app = appliance(&sim, free_port(), &["--audit-syslog", &target]);
@@ -462,7 +480,8 @@ fn records_made_while_the_syslog_collector_is_away_reach_it_when_it_comes_up() {
         "{}",
         app.logs()
     );
-    let listener = TcpListener::bind(("127.0.0.1", port)).expect("the collector's port");
+    socket.listen(16).expect("the collector listens");
+    let listener: TcpListener = socket.into();
     let frames = Arc::new(Mutex::new(Vec::new()));
     collector(listener, frames.clone());
     let got = eventually(T, || {
@@ -471,7 +490,7 @@ fn records_made_while_the_syslog_collector_is_away_reach_it_when_it_comes_up() {
     })
     .unwrap_or_else(|| panic!("frames: {:?}\n{}", frames.lock().unwrap(), app.logs()));
     let codes: Vec<&str> = got.iter().filter_map(|m| m.split(' ').nth(5)).collect();
-    assert_eq!(codes, ["110114", "110113"]);
+    assert_eq!(codes, ["110114", "110113"], "{got:?}\n{}", app.logs());
 }
 
 #[test]
@@ -480,7 +499,8 @@ fn doctor_says_whether_the_audit_syslog_collector_accepts_connections() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let listener = TcpListener::bind("127.0.0.1:0").expect("listener");
     let up = format!("127.0.0.1:{}", listener.local_addr().expect("addr").port());
-    let down = format!("127.0.0.1:{}", free_port());
+    let (_refusing, down_port) = reserved_port();
+    let down = format!("127.0.0.1:{down_port}");
     let doctor = |target: &str| {
         let http = format!("127.0.0.1:{}", free_port());
         let data = tmp.path().join("data").display().to_string();
