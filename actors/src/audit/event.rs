@@ -193,6 +193,7 @@ impl AuditEvent {
                 let mut objects = Vec::new();
                 let mut patients: Vec<String> =
                     study_uids.iter().filter_map(|s| patient_of(s)).collect();
+                patients.sort();
                 patients.dedup();
                 for p in patients {
                     objects.push(ParticipantObject::new("patient", p));
