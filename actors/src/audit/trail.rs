@@ -87,7 +87,15 @@ impl Trail {
         if self.open.as_ref().is_none_or(|(d, _)| *d != day) {
             self.close()?;
             let path = self.dir.join(file_name(day));
-            let file = OpenOptions::new().create(true).append(true).open(&path)?;
+            let open = || OpenOptions::new().create(true).append(true).open(&path);
+            let file = match open() {
+                // The directory was removed under us: make it again rather than lose records.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    std::fs::create_dir_all(&self.dir)?;
+                    open()?
+                }
+                other => other?,
+            };
             if let Ok(d) = File::open(&self.dir) {
                 // The new file's name is durable too.
                 let _ = d.sync_all();
@@ -298,6 +306,16 @@ mod tests {
             .unwrap();
         let p = read(tmp.path(), None, 10).unwrap();
         assert_eq!(p.records.len(), 1);
+    }
+
+    #[test]
+    fn a_removed_directory_is_made_again_at_the_next_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut t = Trail::new(tmp.path()).unwrap();
+        std::fs::remove_dir_all(t.dir()).unwrap();
+        t.append(day("2026-05-06"), &line("2026-05-06T00:00:00.000Z", 1))
+            .unwrap();
+        assert_eq!(read(tmp.path(), None, 10).unwrap().records.len(), 1);
     }
 
     #[test]

@@ -152,3 +152,41 @@ impl Writer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::health::HealthRegistry;
+
+    #[test]
+    fn a_line_never_holds_the_key_and_a_flush_answers_after_what_was_sent_before() {
+        let tmp = tempfile::tempdir().unwrap();
+        let registry = HealthRegistry::new();
+        let tx = spawn(WriterConfig {
+            data_dir: tmp.path().to_path_buf(),
+            appliance_ae: "AE".into(),
+            store: Store::open_temporary().unwrap(),
+            proxy_key: "pk_live_secret".into(),
+            syslog: None,
+            health: registry.register("audit"),
+            board: crate::board::Board::new(registry.clone()),
+        })
+        .unwrap();
+        let event = AuditEvent::Link {
+            backend: "h:443".into(),
+            rejected: Some("closed: bad key pk_live_secret".into()),
+        };
+        tx.send(Command::Record {
+            at_ms: 1_700_000_000_000,
+            event: Box::new(event),
+        })
+        .unwrap();
+        let (done, flushed) = tokio::sync::oneshot::channel();
+        tx.send(Command::Flush(done)).unwrap();
+        flushed.blocking_recv().unwrap();
+        let text = std::fs::read_to_string(tmp.path().join("audit/2023-11-14.jsonl")).unwrap();
+        assert_eq!(text.lines().count(), 1, "{text}");
+        assert!(!text.contains("pk_live_secret"), "{text}");
+        assert!(text.contains("bad key pk_…"), "{text}");
+    }
+}
