@@ -140,6 +140,9 @@ pub struct RunArgs {
     /// Overrides `min_free_gb` (proxy.json, live) for the ingest SCP only; unset: `min_free_gb`.
     #[arg(long, env = "LAMINATE_PROXY_INGEST_MIN_FREE_BYTES")]
     pub ingest_min_free_bytes: Option<u64>,
+    /// Forward the audit trail as RFC 5424 syslog over TCP to this collector (host:port).
+    #[arg(long, env = "LAMINATE_PROXY_AUDIT_SYSLOG")]
+    pub audit_syslog: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -166,4 +169,5 @@ pub const ENV_VARS: &[&str] = &[
     "LAMINATE_PROXY_LOG_FORMAT",
     "LAMINATE_PROXY_INGEST_ACCEPT_ANY_AE",
     "LAMINATE_PROXY_INGEST_MIN_FREE_BYTES",
+    "LAMINATE_PROXY_AUDIT_SYSLOG",
 ];

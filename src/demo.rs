@@ -121,7 +121,11 @@ fn demo(args: DemoArgs) -> Result<ExitCode, String> {
     println!("  data dir           {}", data_dir.display());
     let total = instances.len();
     let driver = std::thread::spawn(move || drive(sim, total));
-    let code = crate::run::run_settings(settings, crate::run::IngestOptions::default());
+    let code = crate::run::run_settings(
+        settings,
+        crate::run::IngestOptions::default(),
+        crate::run::AuditOptions::default(),
+    );
     drop(driver);
     Ok(code)
 }

@@ -44,26 +44,48 @@ pub struct IngestOptions {
     pub min_free_bytes: Option<u64>,
 }
 
+/// Audit trail options that are not in the contract's settings table.
+#[derive(Debug, Clone, Default)]
+pub struct AuditOptions {
+    /// `host:port` of the syslog collector (`--audit-syslog`).
+    pub syslog: Option<String>,
+}
+
+impl AuditOptions {
+    fn from_args(args: &RunArgs) -> Result<Self, String> {
+        let syslog = args.audit_syslog.clone().filter(|s| !s.trim().is_empty());
+        if let Some(t) = &syslog {
+            laminate_actors::audit::syslog::check_target(t)
+                .map_err(|e| format!("--audit-syslog (LAMINATE_PROXY_AUDIT_SYSLOG): {e}"))?;
+        }
+        Ok(Self { syslog })
+    }
+}
+
 pub fn main(args: RunArgs) -> ExitCode {
     let ingest = IngestOptions {
         accept_any_called_ae: args.ingest_accept_any_ae,
         min_free_bytes: args.ingest_min_free_bytes,
     };
-    let settings = match settings_from(args) {
-        Ok(s) => s,
-        Err(lines) => {
+    let audit = AuditOptions::from_args(&args);
+    let settings = settings_from(args);
+    let (settings, audit) = match (settings, audit) {
+        (Ok(s), Ok(a)) => (s, a),
+        (s, a) => {
+            let mut lines = s.err().unwrap_or_default();
+            lines.extend(a.err());
             for l in lines {
                 eprintln!("laminate-proxy: {l}");
             }
             return ExitCode::from(EXIT_BAD_CONFIG);
         }
     };
-    run_settings(settings, ingest)
+    run_settings(settings, ingest, audit)
 }
 
 /// Runs the appliance with validated settings until a signal (also used by `demo`).
-pub fn run_settings(settings: Settings, ingest: IngestOptions) -> ExitCode {
-    match run(settings, ingest) {
+pub fn run_settings(settings: Settings, ingest: IngestOptions, audit: AuditOptions) -> ExitCode {
+    match run(settings, ingest, audit) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Refusal::Config(msg)) => {
             eprintln!("laminate-proxy: {msg}");
@@ -96,7 +118,7 @@ fn prepare_data_dir(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn run(settings: Settings, ingest: IngestOptions) -> Result<(), Refusal> {
+fn run(settings: Settings, ingest: IngestOptions, audit: AuditOptions) -> Result<(), Refusal> {
     prepare_data_dir(&settings.data_dir)?;
     let loaded = laminate_config::load_config(&settings.data_dir).map_err(|e| {
         Refusal::Config(format!(
@@ -136,6 +158,7 @@ fn run(settings: Settings, ingest: IngestOptions) -> Result<(), Refusal> {
             loaded,
             store: store.clone(),
             log_level_hook: Some(log_hook),
+            audit_syslog: audit.syslog,
         });
         let ingest = if let Some(addr) = settings.dicom_addr {
             let mut opts = IngestSettings::new(addr, settings.ae_title.clone(), settings.data_dir.clone());
@@ -220,6 +243,17 @@ pub async fn shutdown(
     }
     running.peers.link.do_send(LinkShutdownRequested);
     http.stop(true).await;
+    let audit = laminate_actors::audit::AuditFlushRequested;
+    if running
+        .peers
+        .audit
+        .send(audit)
+        .timeout(std::time::Duration::from_secs(2))
+        .await
+        .is_err()
+    {
+        tracing::warn!("the audit trail's last records may not be on disk");
+    }
     if let Err(e) = store.flush() {
         tracing::error!(error = %e, "store flush at shutdown failed");
     }

@@ -16,6 +16,7 @@
 //! - [`node_sender`]: one supervised actor per node owning its sender pool.
 //! - [`ingest`]: the C-STORE SCP modalities send studies to; fills the local DICOM cache.
 //! - [`disk`]: the bounded cache: eviction, the free-space floor, the disk's figures.
+//! - [`audit`]: the audit trail: `audit/` day files, `/api/audit`, syslog forwarding.
 //! - [`deletion`]: `session.deleted` / `scan.deleted` against the local store.
 //! - [`envelope`]: the wire envelope, parsing untrusted frames and building outgoing ones.
 //! - [`dimse`]: DIMSE command sets (C-ECHO, C-STORE) shared by the DICOM code.
@@ -28,6 +29,7 @@
 //! - [`clock`]: the protocol's timestamps.
 //! - [`http_client`]: awc clients whose TCP connections never wait on Nagle.
 
+pub mod audit;
 pub mod board;
 pub mod clock;
 pub mod config;

@@ -8,6 +8,7 @@
 
 use std::sync::{Arc, OnceLock};
 
+use crate::audit::AuditActor;
 use crate::config::ConfigActor;
 use crate::deletion::DeletionActor;
 use crate::disk::DiskActor;
@@ -28,6 +29,7 @@ pub struct Peers {
     pub dispatcher: Mailbox<Dispatcher>,
     pub deletion: Mailbox<DeletionActor>,
     pub disk: Mailbox<DiskActor>,
+    pub audit: Mailbox<AuditActor>,
 }
 
 /// Shared, set-once holder of [`Peers`].

@@ -32,6 +32,8 @@ pub struct SystemConfig {
     pub loaded: LoadedConfig,
     pub store: Store,
     pub log_level_hook: Option<LogLevelHook>,
+    /// `host:port` of a syslog collector the audit trail is forwarded to.
+    pub audit_syslog: Option<String>,
 }
 
 /// The running actors.
@@ -60,6 +62,7 @@ pub fn start(cfg: SystemConfig) -> Running {
         loaded,
         store,
         log_level_hook,
+        audit_syslog,
     } = cfg;
     let heartbeat_interval = loaded.settings.heartbeat_interval_s;
     let disk_state = DiskState::new(data_dir.clone(), &loaded.settings);
@@ -96,6 +99,23 @@ pub fn start(cfg: SystemConfig) -> Running {
             Dispatcher::new(hc, jobs, b, env, nodes, &settings, &status)
         });
         Mailbox::new(addr, h)
+    };
+    let audit = {
+        let h = health.register("audit");
+        let cfg = crate::audit::WriterConfig {
+            data_dir: data_dir.clone(),
+            appliance_ae: appliance_ae.clone(),
+            store: store.clone(),
+            proxy_key: link.proxy_key.clone(),
+            syslog: audit_syslog,
+            health: h.clone(),
+            board: board.clone(),
+        };
+        let days = loaded.settings.audit_days;
+        Mailbox::new(
+            Supervisor::start(move |_| crate::audit::AuditActor::new(cfg, days)),
+            h,
+        )
     };
     let deletion = {
         let h = health.register("deletion");
@@ -151,6 +171,7 @@ pub fn start(cfg: SystemConfig) -> Running {
         dispatcher,
         deletion,
         disk,
+        audit,
     };
     // Set before any actor runs: they are only polled once this function returns.
     cell.set(peers.clone());

@@ -14,11 +14,12 @@
 //! Files: `local.rs` (settings, config files, data dir, disk, store, index),
 //! `backend.rs` (DNS, TCP, TLS, WebSocket handshake), `dicom.rs` (nodes and
 //! the DICOM port), `ports.rs` (binding the HTTP port, asking a running
-//! appliance).
+//! appliance), `audit.rs` (the `--audit-syslog` collector accepts connections).
 //!
 //! The proxy key never appears in the output: every line is scrubbed of it
 //! before it is printed ([`Report::print`]).
 
+mod audit;
 mod backend;
 mod dicom;
 mod local;
@@ -226,6 +227,7 @@ pub fn main(args: RunArgs) -> ExitCode {
 
 /// Runs every check in order and prints each line as it is known.
 pub fn check_all(args: RunArgs) -> Report {
+    let audit_syslog = args.audit_syslog.clone().filter(|s| !s.trim().is_empty());
     let raw = raw_settings(args);
     let secret = raw.proxy_key.clone().and_then(|k| ProxyKey::new(k).ok());
     let mut r = Report::new(secret);
@@ -269,6 +271,9 @@ pub fn check_all(args: RunArgs) -> Report {
     }
     if let (Some(nodes), Some(ae)) = (nodes, &inputs.ae_title) {
         dicom::nodes(&mut r, &nodes, ae);
+    }
+    if let Some(target) = &audit_syslog {
+        audit::syslog(&mut r, target);
     }
     let (fails, warns) = r.lines().iter().fold((0, 0), |(f, w), l| match l.outcome {
         Outcome::Fail => (f + 1, w),

@@ -5,6 +5,7 @@
 
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse};
+use laminate_actors::audit::TokenUse;
 
 #[derive(Clone)]
 pub struct ActionPolicy {
@@ -44,7 +45,20 @@ impl ActionPolicy {
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
-        self.check_token(given)
+        let verdict = self.check_token(given);
+        self.note(req, &verdict);
+        verdict
+    }
+
+    /// Leaves the verdict for the audit record of the action.
+    pub fn note(&self, req: &HttpRequest, verdict: &Result<(), Refusal>) {
+        let token = match verdict {
+            Err(_) => TokenUse::Refused,
+            Ok(()) if self.token.is_some() => TokenUse::Accepted,
+            Ok(()) => TokenUse::NotNeeded,
+        };
+        let refusal = verdict.err().map(Refusal::sentence);
+        super::operator_audit::note_token(req, token, refusal);
     }
 
     /// The same rule for a token given another way (the page's no-JavaScript forms).

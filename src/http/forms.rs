@@ -72,21 +72,26 @@ fn back(flashes: &Flashes, outcome: Result<String, String>, anchor: &str) -> Htt
         Ok(m) => (m, true),
         Err(m) => (m, false),
     };
+    let failed = (!ok).then(|| super::operator_audit::FormFailed(msg.clone()));
     let id = flashes.put(msg, ok);
-    HttpResponse::SeeOther()
+    let mut resp = HttpResponse::SeeOther()
         .insert_header((header::LOCATION, format!("/?flash={id}#{anchor}")))
-        .finish()
+        .finish();
+    if let Some(f) = failed {
+        resp.extensions_mut().insert(f);
+    }
+    resp
 }
 
 /// The token rule, with the token from the form.
 fn allowed(req: &HttpRequest, state: &AppState, form: &ActionForm) -> Result<(), String> {
-    if !same_origin(req) {
-        return Err(Refusal::CrossOrigin.sentence().to_owned());
-    }
-    state
-        .policy
-        .check_token(form.token.as_deref())
-        .map_err(|r| r.sentence().to_owned())
+    let verdict = if same_origin(req) {
+        state.policy.check_token(form.token.as_deref())
+    } else {
+        Err(Refusal::CrossOrigin)
+    };
+    state.policy.note(req, &verdict);
+    verdict.map_err(|r| r.sentence().to_owned())
 }
 
 pub async fn echo(

@@ -8,16 +8,19 @@
 //! with `page.css` and `page.js`), `forms.rs` (the page's actions without
 //! JavaScript: `/ui/...` forms answered with a 303 back to `/`), `hub.rs` (the
 //! live feed's one renderer), `charts/` (the page's SVG pictures), `ws.rs` (`/ws`, one task per browser),
-//! `metrics.rs` (`/metrics`, Prometheus text format).
+//! `metrics.rs` (`/metrics`, Prometheus text format), `audit.rs` (`/api/audit`),
+//! `operator_audit.rs` (an audit record of every operator action).
 
 mod actions;
 mod api;
+mod audit;
 mod auth;
 mod charts;
 mod dispatches;
 mod forms;
 mod hub;
 mod metrics;
+mod operator_audit;
 mod outcomes_view;
 mod page;
 mod probes;
@@ -59,6 +62,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/api/nodes", web::get().to(api::nodes))
         .route("/api/nodes/{id}/echo", web::post().to(actions::echo_node))
         .route("/api/sessions", web::get().to(api::sessions))
+        .route("/api/audit", web::get().to(audit::audit))
         .route("/api/dispatches", web::get().to(dispatches::list))
         .route(
             "/api/dispatches/replay",
@@ -85,6 +89,7 @@ pub fn serve(addr: SocketAddr, state: AppState) -> std::io::Result<actix_web::de
             .app_data(web::Data::new(state.clone()))
             .app_data(hub.clone())
             .app_data(flashes.clone())
+            .wrap_fn(operator_audit::observe)
             .configure(routes)
     })
     // The status page is light; one worker leaves the second core to DICOM work.

@@ -58,6 +58,7 @@ use crate::{Store, StoreError};
 mod audit;
 mod evict;
 mod lru;
+mod lookup;
 mod paths;
 mod reconcile;
 mod record;

@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod audit;
+
 pub use laminate_proxy::sim::{BackendSim, SimOptions};
 pub use serde_json::{json, Value};
 

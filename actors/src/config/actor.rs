@@ -93,6 +93,7 @@ impl ConfigActor {
                 .dispatcher
                 .do_send(SettingsUpdated(merge.settings.clone()));
             peers.disk.do_send(SettingsUpdated(merge.settings.clone()));
+            peers.audit.do_send(SettingsUpdated(merge.settings.clone()));
             peers.heartbeat.do_send(SettingsUpdated(merge.settings));
         }
         Ok(())
@@ -145,6 +146,10 @@ impl Handler<ConfigEventReceived> for ConfigActor {
             EventKind::StatusChanged => self.status_changed(&payload),
             _ => Err("not a configuration event".to_owned()),
         };
+        crate::audit::record(
+            &self.peers,
+            crate::audit::AuditEvent::config_change(&ev, &outcome),
+        );
         // A valid change leaves the last rejection shown: a burst of valid events must
         // not hide it from the page.
         if let Err(why) = outcome {

@@ -114,11 +114,13 @@ impl Handler<DeletionReceived> for DeletionActor {
                 });
             }
         }
-        let store = self.store.clone();
+        let event = (ev.event_type.clone(), ev.correlation_id.clone());
+        let (store, peers) = (self.store.clone(), self.peers.clone());
         let work = async move {
             let t = target.clone();
             let done = tokio::task::spawn_blocking(move || Self::delete(&store, &t)).await;
             let done = done.unwrap_or_else(|e| Err(format!("deletion task failed: {e}")));
+            crate::audit::record(&peers, target.audit_event(event, &done));
             (target, done)
         };
         // Atomic: one deletion at a time, in the order the router handed them over,

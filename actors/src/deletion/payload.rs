@@ -8,6 +8,40 @@ pub enum DeletionTarget {
     Scan { study_uid: String, scan_number: i32 },
 }
 
+impl DeletionTarget {
+    /// The audit trail's record of this deletion (`event`: its type and correlation id).
+    pub fn audit_event(
+        &self,
+        event: (String, String),
+        done: &Result<laminate_store::Deletion, String>,
+    ) -> crate::audit::AuditEvent {
+        let (study_uid, scan_number) = match self {
+            DeletionTarget::Session { study_uid } => (study_uid.clone(), None),
+            DeletionTarget::Scan {
+                study_uid,
+                scan_number,
+            } => (study_uid.clone(), Some(*scan_number)),
+        };
+        let removed = done.as_ref().map(|d| d.removed.as_slice()).unwrap_or(&[]);
+        let mut patient_ids: Vec<String> = removed
+            .iter()
+            .filter_map(|r| r.patient_id.clone())
+            .collect();
+        patient_ids.sort();
+        patient_ids.dedup();
+        crate::audit::AuditEvent::Deletion {
+            event_type: event.0,
+            correlation_id: event.1,
+            study_uid,
+            scan_number,
+            instances: removed.len() as u64,
+            bytes: removed.iter().map(|r| r.size).sum(),
+            patient_ids,
+            error: done.as_ref().err().cloned(),
+        }
+    }
+}
+
 /// `session.deleted`: `{"study_instance_uid": "1.2.3"}`.
 pub fn session(payload: &Map<String, Value>) -> Result<DeletionTarget, String> {
     Ok(DeletionTarget::Session {

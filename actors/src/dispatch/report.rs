@@ -34,6 +34,9 @@ pub fn report(store: &Store, peers: &PeersCell, rec: &DispatchRecord, node_id: &
     let Some(node) = rec.node(node_id) else {
         return;
     };
+    if node.status.is_final() {
+        crate::audit::record(peers, crate::audit::AuditEvent::delivery(rec, node));
+    }
     let frame = status_event(rec, node).to_frame();
     let key = format!("{}/{}", rec.id, node_id);
     let progress = node.status == NodeStatus::Sending;

@@ -209,6 +209,10 @@ impl LinkActor {
         self.partial = None;
         self.set_state(LinkState::Connected, None, None);
         tracing::info!(generation, "backend link connected");
+        crate::audit::record(
+            &self.peers,
+            crate::audit::AuditEvent::link(&self.settings.ws_url, None),
+        );
 
         // PROTOCOL.md §1: the heartbeat goes first, then the outbox.
         let Some(peers) = self.peers.get() else {
@@ -443,6 +447,12 @@ impl LinkActor {
         {
             self.general.reset();
             self.held_back.reset();
+        }
+        if close_code == Some(CLOSE_BAD_KEY) {
+            crate::audit::record(
+                &self.peers,
+                crate::audit::AuditEvent::link(&self.settings.ws_url, Some(&error)),
+            );
         }
         let jitter: f64 = rand::random();
         let (state, notice, delay) = match close_code {

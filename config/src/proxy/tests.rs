@@ -32,6 +32,7 @@ fn defaults() {
     assert_eq!(s.min_free_bytes(), 2_000_000_000);
     assert_eq!(s.history_days, 90);
     assert_eq!(s.history_ms(), 90 * 86_400_000);
+    assert_eq!(s.audit_days, 365);
     assert_eq!(ProxyFile::default().settings().unwrap(), s);
     assert_eq!(ProxyFile::from_settings(&s).settings().unwrap(), s);
     assert!(ProxyFile::from_settings(&s).unknown_keys().is_empty());
@@ -60,6 +61,7 @@ fn range_edges() {
         (KEY_DIMSE_TIMEOUT_S, 5, 3600),
         (KEY_PARK_HOURS, 0, 8760),
         (KEY_HISTORY_DAYS, 1, 3650),
+        (KEY_AUDIT_DAYS, 1, 3650),
     ] {
         assert!(ok(k, json!(lo)), "{k}={lo}");
         assert!(ok(k, json!(hi)), "{k}={hi}");
@@ -246,7 +248,7 @@ proptest! {
 fn disk_and_history_settings_read_and_convert() {
     let s = proxy(
         json!({"cache_max_gb": 0.5, "min_free_gb": 0, "history_days": 1,
-                         "park_hours": 0, "dimse_timeout_s": 5}),
+                         "park_hours": 0, "dimse_timeout_s": 5, "audit_days": 7}),
     )
     .settings()
     .unwrap();
@@ -262,7 +264,8 @@ fn disk_and_history_settings_read_and_convert() {
             "park_hours",
             "cache_max_gb",
             "min_free_gb",
-            "history_days"
+            "history_days",
+            "audit_days"
         ]
     );
     // `null` is the default again: unbounded.
