@@ -57,8 +57,8 @@ use crate::{Store, StoreError};
 
 mod audit;
 mod evict;
-mod lru;
 mod lookup;
+mod lru;
 mod paths;
 mod reconcile;
 mod record;
