@@ -242,6 +242,8 @@
         el("span", { "class": "count" }, text(n.files_sent) + "/" + text(n.files_total)), " ",
         el("span", { "class": "status status-" + status }, status));
       if (n.error) div.appendChild(el("div", { "class": "error" }, n.error));
+      if (n.parked_until) div.appendChild(el("div", { "class": "parked" },
+        "parked until " + n.parked_until + ": replayed by itself when the node answers C-ECHO again"));
       nodes.appendChild(div);
     });
     var active = state === "active";

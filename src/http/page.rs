@@ -561,6 +561,13 @@ fn dispatch_row(h: &mut String, d: &Value, acts: &Actions<'_>) {
         if let Some(e) = n["error"].as_str() {
             let _ = write!(h, r#"<div class="error">{}</div>"#, esc(e));
         }
+        if let Some(until) = n["parked_until"].as_str() {
+            let _ = write!(
+                h,
+                r#"<div class="parked">{}</div>"#,
+                esc(&parked_note(until))
+            );
+        }
         h.push_str("</div>");
     }
     h.push_str("</td><td>");
@@ -580,6 +587,11 @@ fn dispatch_row(h: &mut String, d: &Value, acts: &Actions<'_>) {
         (!active).then_some("already finished"),
     );
     h.push_str("</td></tr>");
+}
+
+/// Why a failed node is not lost (the same words in `page.js`).
+fn parked_note(until: &str) -> String {
+    format!("parked until {until}: replayed by itself when the node answers C-ECHO again")
 }
 
 fn event_row(h: &mut String, e: &Value) {

@@ -24,12 +24,14 @@ use crate::{Store, StoreError};
 
 mod index;
 mod page;
+mod park;
 mod prune;
 #[cfg(test)]
 mod tests;
 
 use index::{IndexEntry, IndexTx, TxResult};
 pub use page::{BadCursor, DispatchCounts, JournalCursor, JournalPage};
+pub use park::{Parked, Parking};
 
 const DISPATCHES: &str = "dispatches";
 const BY_CORRELATION: &str = "dispatch_by_correlation";
@@ -120,6 +122,10 @@ pub struct NodeProgress {
     pub files_sent: u64,
     pub files_total: u64,
     pub error: Option<String>,
+    /// Failed with its retries used up and parked until then (`park.rs`): replayed
+    /// for this node when the node answers C-ECHO again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parked_until_ms: Option<u64>,
 }
 
 impl NodeProgress {
@@ -130,7 +136,13 @@ impl NodeProgress {
             files_sent: 0,
             files_total: 0,
             error: None,
+            parked_until_ms: None,
         }
+    }
+
+    /// Parked at `now_ms` (failed, its parking not yet over).
+    pub fn is_parked(&self, now_ms: u64) -> bool {
+        self.status == NodeStatus::Failed && self.parked_until_ms.is_some_and(|u| u > now_ms)
     }
 
     /// `100 * files_sent / files_total` rounded down; 100 once completed.

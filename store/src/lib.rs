@@ -39,7 +39,7 @@ pub use catalog::{
 pub use error::StoreError;
 pub use journal::{
     Ack, BadCursor, DispatchCounts, DispatchKind, DispatchRecord, DispatchState, Journal,
-    JournalCursor, JournalPage, NodeProgress, NodeStatus, Priority, Stage,
+    JournalCursor, JournalPage, NodeProgress, NodeStatus, Parked, Parking, Priority, Stage,
 };
 pub use outbox::{Outbox, OutboxEntry};
 pub use seen::{SeenEvents, SEEN_WINDOW_MS};

@@ -8,7 +8,7 @@
 //! payload validation and target nodes; `download.rs` the archive download;
 //! `extract.rs` the untrusted-archive extraction; `follow.rs` reading an archive
 //! while it downloads; `index.rs` DICOM headers;
-//! `retry.rs` the retry policy; `watchdog.rs` the stages' no-progress limits; `report.rs` `dispatch.status` events;
+//! `retry.rs` the retry policy; `parking.rs` node outages (no slot while retrying, parked dispatches); `watchdog.rs` the stages' no-progress limits; `report.rs` `dispatch.status` events;
 //! `messages.rs` the messages; `history.rs` pruning the
 //! dispatch history. Tests: `extract_tests.rs` (good and hostile
 //! archives, property tests), `index_tests.rs`, and `fixtures.rs` (DICOM files
@@ -27,6 +27,7 @@ pub mod history;
 pub mod index;
 pub mod job;
 pub mod messages;
+pub mod parking;
 pub mod pipeline;
 pub mod report;
 pub mod retry;
@@ -43,6 +44,7 @@ mod index_tests;
 
 pub use dispatcher::Dispatcher;
 pub use messages::{
-    CancelRequested, DispatchReceived, ReplayFailedRequested, ReplayRequested, ShutdownRequested,
+    CancelRequested, DispatchReceived, NodeCameBack, ReplayFailedRequested, ReplayRequested,
+    ShutdownRequested,
 };
 pub use shared::JobEnv;
