@@ -6,9 +6,8 @@
 #   benches/soak.sh 300        # 5 minutes
 #
 # Environment: SOAK_DISPATCH_EVERY_S (10), SOAK_FLAP_EVERY_S (120: node_b is stopped this
-# often), SOAK_DOWN_S (45: for this long), SOAK_LINK_EVERY_S (75: the backend drops the link;
-# every other time it is an outage of 5 s that also fails downloads), SOAK_INSTANCES (30 per
-# study). Uses the test build (the C-ECHO period is shortened to 5 s through its test knob).
+# often), SOAK_DOWN_S (45: for this long), SOAK_LINK_EVERY_S (75: the backend closes the
+# link), SOAK_INSTANCES (30 per study). Uses the test build (the C-ECHO period is shortened to 5 s through its test knob).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v storescp >/dev/null 2>&1 || { echo "storescp (dcmtk) is needed" >&2; exit 2; }

@@ -247,6 +247,7 @@
       nodes.appendChild(div);
     });
     var active = state === "active";
+    var parked = (d.nodes || []).some(function (n) { return !!n.parked_until; });
     var path = "/dispatches/" + encodeURIComponent(id);
     var entity = text(d.entity_type) + " " + text(d.entity_id) + (d.label ? " (" + d.label + ")" : "");
     return el("tr", { "data-dispatch": id, "data-correlation": text(d.correlation_id) },
@@ -259,7 +260,8 @@
       nodes,
       el("td", null,
         actionForm(path + "/replay", "Replay", active ? "still active: cancel it or wait for it to finish" : null),
-        actionForm(path + "/cancel", "Cancel", active ? null : "already finished")));
+        actionForm(path + "/cancel", parked ? "Stop auto-replay" : "Cancel",
+          active || parked ? null : "already finished")));
   }
   function upsertDispatch(d) {
     var tbody = document.getElementById("dispatch-rows");

@@ -572,6 +572,9 @@ fn dispatch_row(h: &mut String, d: &Value, acts: &Actions<'_>) {
     }
     h.push_str("</td><td>");
     let active = state == "active";
+    let parked = d["nodes"]
+        .as_array()
+        .is_some_and(|ns| ns.iter().any(|n| n["parked_until"].is_string()));
     acts.form(
         h,
         &format!("/dispatches/{}/replay", seg(&id)),
@@ -582,9 +585,9 @@ fn dispatch_row(h: &mut String, d: &Value, acts: &Actions<'_>) {
     acts.form(
         h,
         &format!("/dispatches/{}/cancel", seg(&id)),
-        "Cancel",
+        if parked { "Stop auto-replay" } else { "Cancel" },
         "",
-        (!active).then_some("already finished"),
+        (!active && !parked).then_some("already finished"),
     );
     h.push_str("</td></tr>");
 }

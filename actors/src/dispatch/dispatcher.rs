@@ -367,7 +367,8 @@ impl Handler<CancelRequested> for Dispatcher {
     fn handle(&mut self, msg: CancelRequested, _: &mut Context<Self>) -> Self::Result {
         let rec = self.find(&msg.id)?;
         if rec.state() != DispatchState::Active {
-            return Err(format!("dispatch {} is already {:?}", rec.id, rec.state()).to_lowercase());
+            // A parked one is only taken out of parking (it stays failed).
+            return self.unpark_cancelled(rec);
         }
         self.cancel(&rec, None, "cancelled by an operator");
         Ok(rec)

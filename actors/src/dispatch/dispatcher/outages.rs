@@ -14,6 +14,18 @@ use crate::dispatch::messages::{JobBackingOff, NodeCameBack};
 use crate::dispatch::parking;
 
 impl Dispatcher {
+    /// An operator cancels a finished dispatch: one with parked nodes is taken out
+    /// of parking (no automatic replay; it stays failed), any other is refused.
+    pub(super) fn unpark_cancelled(&self, rec: DispatchRecord) -> Result<DispatchRecord, String> {
+        let now = crate::clock::now_ms();
+        if !rec.nodes.iter().any(|n| n.is_parked(now)) {
+            return Err(format!("dispatch {} is already {:?}", rec.id, rec.state()).to_lowercase());
+        }
+        tracing::info!(dispatch = %rec.id, "cancelled by an operator: no longer parked");
+        parking::unpark_where(&self.env.store, &self.board, |r, _| r.id == rec.id);
+        self.find(&rec.id)
+    }
+
     /// Replays the parked dispatches whose node answers again (`came_back`, or any
     /// that answered C-ECHO since it was parked), ends parking past its time.
     pub(super) fn replay_parked(&mut self, came_back: Option<&str>, ctx: &mut Context<Self>) {
