@@ -306,7 +306,9 @@ async fn send_to_node(env: Rc<JobEnv>, sh: Rc<JobShared>, node_id: String, sops:
                         n.status = NodeStatus::Retrying;
                         n.error = Some(format!("{err}; next try in {} s", delay.as_secs()));
                     });
-                    // Ends early when the node answers C-ECHO again.
+                    // Ends early when the node answers C-ECHO again (from now:
+                    // an answer before this failure says nothing about it).
+                    sh.take_wake(&node_id);
                     let until = Instant::now() + delay;
                     while Instant::now() < until
                         && !sh.is_final(&node_id)
