@@ -59,6 +59,7 @@ fn dispatch(i: u64, at_ms: u64, finished: bool) -> DispatchRecord {
         files_sent: if finished { 215 } else { 0 },
         files_total: 215,
         error: None,
+        parked_until_ms: None,
     };
     let (a, b) = if finished {
         (NodeStatus::Completed, NodeStatus::Completed)

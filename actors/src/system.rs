@@ -139,9 +139,9 @@ pub fn start(cfg: SystemConfig) -> Running {
     };
     let nodes = {
         let h = health.register("nodes");
-        let (hc, b) = (h.clone(), board.clone());
+        let (hc, b, p) = (h.clone(), board.clone(), cell.clone());
         let ae = appliance_ae.clone();
-        let addr = Supervisor::start(move |_| NodeMonitor::new(hc, b, &ae));
+        let addr = Supervisor::start(move |_| NodeMonitor::new(hc, b, &ae, p.clone()));
         Mailbox::new(addr, h)
     };
     let heartbeat = {

@@ -194,10 +194,11 @@ pub fn dispatch_figures(state: &AppState) -> Value {
     let store = &state.running.store;
     let figures = store.journal_counts().and_then(|c| {
         let active = store.journal_active()?;
-        Ok((c, active))
+        let parked = laminate_store::Parking::parked_all(store)?.len();
+        Ok((c, active, parked))
     });
     match figures {
-        Ok((c, active)) => {
+        Ok((c, active, parked)) => {
             let queued = active
                 .iter()
                 .filter(|r| r.stage == laminate_store::Stage::Queued)
@@ -208,6 +209,7 @@ pub fn dispatch_figures(state: &AppState) -> Value {
                 "failed": c.failed,
                 "completed": c.completed,
                 "cancelled": c.cancelled,
+                "parked": parked,
             })
         }
         Err(e) => json!({ "error": e.to_string(), "active": null, "queued": null, "failed": null }),

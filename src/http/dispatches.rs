@@ -15,8 +15,10 @@ use serde_json::{json, Value};
 
 use super::AppState;
 
-/// The JSON shape of APPLIANCE.md (`stage`, `replays`, `label` added).
+/// The JSON shape of APPLIANCE.md (`stage`, `replays`, `label` and each node's
+/// `parked_until` added).
 pub fn dispatch_json(r: &DispatchRecord) -> Value {
+    let now = laminate_actors::clock::now_ms();
     json!({
         "id": r.id,
         "correlation_id": r.correlation_id,
@@ -36,6 +38,8 @@ pub fn dispatch_json(r: &DispatchRecord) -> Value {
             "files_sent": n.files_sent,
             "files_total": n.files_total,
             "error": n.error,
+            // Failed and parked: replayed when the node answers C-ECHO again, until then.
+            "parked_until": n.is_parked(now).then(|| n.parked_until_ms.map(laminate_actors::clock::ms_to_rfc3339)).flatten(),
         })).collect::<Vec<_>>(),
     })
 }

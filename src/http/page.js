@@ -242,9 +242,12 @@
         el("span", { "class": "count" }, text(n.files_sent) + "/" + text(n.files_total)), " ",
         el("span", { "class": "status status-" + status }, status));
       if (n.error) div.appendChild(el("div", { "class": "error" }, n.error));
+      if (n.parked_until) div.appendChild(el("div", { "class": "parked" },
+        "parked until " + n.parked_until + ": replayed by itself when the node answers C-ECHO again"));
       nodes.appendChild(div);
     });
     var active = state === "active";
+    var parked = (d.nodes || []).some(function (n) { return !!n.parked_until; });
     var path = "/dispatches/" + encodeURIComponent(id);
     var entity = text(d.entity_type) + " " + text(d.entity_id) + (d.label ? " (" + d.label + ")" : "");
     return el("tr", { "data-dispatch": id, "data-correlation": text(d.correlation_id) },
@@ -257,7 +260,8 @@
       nodes,
       el("td", null,
         actionForm(path + "/replay", "Replay", active ? "still active: cancel it or wait for it to finish" : null),
-        actionForm(path + "/cancel", "Cancel", active ? null : "already finished")));
+        actionForm(path + "/cancel", parked ? "Stop auto-replay" : "Cancel",
+          active || parked ? null : "already finished")));
   }
   // What did not arrive as it was (outcomes_view.rs renders the same markup).
   function outcomesDetails(d) {

@@ -575,11 +575,21 @@ fn dispatch_row(h: &mut String, d: &Value, acts: &Actions<'_>, outcomes: &str) {
         if let Some(e) = n["error"].as_str() {
             let _ = write!(h, r#"<div class="error">{}</div>"#, esc(e));
         }
+        if let Some(until) = n["parked_until"].as_str() {
+            let _ = write!(
+                h,
+                r#"<div class="parked">{}</div>"#,
+                esc(&parked_note(until))
+            );
+        }
         h.push_str("</div>");
     }
     h.push_str(outcomes);
     h.push_str("</td><td>");
     let active = state == "active";
+    let parked = d["nodes"]
+        .as_array()
+        .is_some_and(|ns| ns.iter().any(|n| n["parked_until"].is_string()));
     acts.form(
         h,
         &format!("/dispatches/{}/replay", seg(&id)),
@@ -590,11 +600,16 @@ fn dispatch_row(h: &mut String, d: &Value, acts: &Actions<'_>, outcomes: &str) {
     acts.form(
         h,
         &format!("/dispatches/{}/cancel", seg(&id)),
-        "Cancel",
+        if parked { "Stop auto-replay" } else { "Cancel" },
         "",
-        (!active).then_some("already finished"),
+        (!active && !parked).then_some("already finished"),
     );
     h.push_str("</td></tr>");
+}
+
+/// Why a failed node is not lost (the same words in `page.js`).
+fn parked_note(until: &str) -> String {
+    format!("parked until {until}: replayed by itself when the node answers C-ECHO again")
 }
 
 fn event_row(h: &mut String, e: &Value) {

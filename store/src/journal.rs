@@ -27,6 +27,7 @@ use crate::{Store, StoreError};
 mod findings;
 mod index;
 mod page;
+mod park;
 mod prune;
 mod recent;
 #[cfg(test)]
@@ -35,6 +36,7 @@ mod tests;
 pub use findings::{Findings, Skipped, SkippedEntries, MAX_SKIPPED_LISTED};
 use index::{IndexEntry, IndexTx, TxResult};
 pub use page::{BadCursor, DispatchCounts, JournalCursor, JournalPage};
+pub use park::{Parked, Parking};
 
 const DISPATCHES: &str = "dispatches";
 const BY_CORRELATION: &str = "dispatch_by_correlation";
@@ -125,6 +127,10 @@ pub struct NodeProgress {
     pub files_sent: u64,
     pub files_total: u64,
     pub error: Option<String>,
+    /// Failed with its retries used up and parked until then (`park.rs`): replayed
+    /// for this node when the node answers C-ECHO again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parked_until_ms: Option<u64>,
 }
 
 impl NodeProgress {
@@ -135,7 +141,13 @@ impl NodeProgress {
             files_sent: 0,
             files_total: 0,
             error: None,
+            parked_until_ms: None,
         }
+    }
+
+    /// Parked at `now_ms` (failed, its parking not yet over).
+    pub fn is_parked(&self, now_ms: u64) -> bool {
+        self.status == NodeStatus::Failed && self.parked_until_ms.is_some_and(|u| u > now_ms)
     }
 
     /// `100 * files_sent / files_total` rounded down; 100 once completed.

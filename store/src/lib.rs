@@ -41,8 +41,8 @@ pub use catalog::{
 pub use error::StoreError;
 pub use journal::{
     Ack, BadCursor, DispatchCounts, DispatchKind, DispatchRecord, DispatchState, Findings, Journal,
-    JournalCursor, JournalPage, NodeProgress, NodeStatus, Priority, Skipped, SkippedEntries, Stage,
-    MAX_SKIPPED_LISTED,
+    JournalCursor, JournalPage, NodeProgress, NodeStatus, Parked, Parking, Priority, Skipped,
+    SkippedEntries, Stage, MAX_SKIPPED_LISTED,
 };
 pub use outbox::{Outbox, OutboxEntry};
 pub use seen::{SeenEvents, SEEN_WINDOW_MS};

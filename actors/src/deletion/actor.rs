@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use actix::prelude::*;
 use laminate_store::{finish_file_deletion, Catalog, Deletion, Store, NO_TICKET};
 
-use super::messages::{DeletionReceived, StudyDeleted};
+use super::messages::{DeletionReceived, ScanDeleted, StudyDeleted};
 use super::payload::{self, DeletionTarget};
 use crate::envelope::EventKind;
 use crate::health::{ActorHealth, ActorState, HandlerFailed, Monitored};
@@ -105,13 +105,22 @@ impl Handler<DeletionReceived> for DeletionActor {
                 return AtomicResponse::new(Box::pin(actix::fut::ready(Ok(()))));
             }
         };
-        if let DeletionTarget::Session { study_uid } = &target {
-            // Unfinished dispatches of this session stop, whether or not anything is cached.
-            if let Some(peers) = self.peers.get() {
-                peers.dispatcher.do_send(StudyDeleted {
+        // Unfinished dispatches of this session or scan stop (a download or an
+        // extraction under way included), whether or not anything is cached.
+        if let Some(peers) = self.peers.get() {
+            match &target {
+                DeletionTarget::Session { study_uid } => peers.dispatcher.do_send(StudyDeleted {
                     session_id: ev.entity_id.clone(),
                     study_instance_uid: study_uid.clone(),
-                });
+                }),
+                DeletionTarget::Scan {
+                    study_uid,
+                    scan_number,
+                } => peers.dispatcher.do_send(ScanDeleted {
+                    scan_id: ev.entity_id.clone(),
+                    study_instance_uid: study_uid.clone(),
+                    scan_number: *scan_number,
+                }),
             }
         }
         let event = (ev.event_type.clone(), ev.correlation_id.clone());

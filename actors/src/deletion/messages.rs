@@ -18,3 +18,12 @@ pub struct StudyDeleted {
     pub session_id: Option<String>,
     pub study_instance_uid: String,
 }
+
+/// Published: a scan is gone; unfinished dispatches of that scan are cancelled.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "()")]
+pub struct ScanDeleted {
+    pub scan_id: Option<String>,
+    pub study_instance_uid: String,
+    pub scan_number: i32,
+}

@@ -13,4 +13,4 @@ mod messages;
 mod payload;
 
 pub use actor::DeletionActor;
-pub use messages::{DeletionReceived, StudyDeleted};
+pub use messages::{DeletionReceived, ScanDeleted, StudyDeleted};

@@ -21,17 +21,20 @@ use super::history::{HistoryPruner, PRUNE_EVERY};
 use super::job::{DispatchJob, JobUpdate};
 use super::messages::ShutdownRequested;
 use super::messages::{
-    CancelNodes, CancelRequested, DispatchReceived, JobFinished, ReplayFailedRequested,
-    ReplayRequested,
+    CancelNodes, CancelRequested, DispatchReceived, JobBackingOff, JobFinished, NodeCameBack,
+    ReplayFailedRequested, ReplayRequested,
 };
+use super::parking;
 use super::report::report;
 use super::retry::RetryPolicy;
 use super::shared::JobEnv;
 use crate::board::SharedBoard;
 use crate::config::{NodesUpdated, ProxyStatusUpdated, SettingsUpdated};
-use crate::deletion::StudyDeleted;
+use crate::deletion::{ScanDeleted, StudyDeleted};
 use crate::feed::FeedEvent;
 use crate::health::{ActorHealth, ActorState, HandlerFailed, Monitored};
+
+mod outages;
 
 pub struct Dispatcher {
     health: ActorHealth,
@@ -52,6 +55,7 @@ fn policy_of(s: &ProxySettings) -> RetryPolicy {
     RetryPolicy {
         max_attempts: s.node_retry_max_attempts,
         max_backoff: Duration::from_secs(s.node_retry_max_backoff_s),
+        park: Duration::from_secs(s.park_hours.saturating_mul(3600)),
     }
 }
 
@@ -142,10 +146,15 @@ impl Dispatcher {
             return;
         }
         waiting.sort_by_key(|r| (r.priority, r.seq));
-        for rec in waiting {
-            if self.running.len() >= self.max_concurrent {
-                break;
-            }
+        // A job whose every open node waits to retry holds no slot.
+        let busy = records
+            .iter()
+            .filter(|r| self.running.contains_key(&r.id) && !parking::in_backoff(r))
+            .count();
+        for rec in waiting
+            .into_iter()
+            .take(self.max_concurrent.saturating_sub(busy))
+        {
             self.start_job(&rec.id, ctx);
         }
     }
@@ -212,10 +221,14 @@ impl Dispatcher {
             .is_ok()
     }
 
+    /// Replays a finished dispatch for `nodes` (all when `None`), from `queued`. An
+    /// operator's replay sends everything again (`resend_all`); a parked dispatch's
+    /// automatic replay sends only what the node has not acknowledged.
     fn replay(
         &mut self,
         id: &str,
         nodes: Option<Vec<String>>,
+        resend_all: bool,
         ctx: &mut Context<Self>,
     ) -> Result<DispatchRecord, String> {
         let mut rec = self.find(id)?;
@@ -232,10 +245,12 @@ impl Dispatcher {
             _ => rec.nodes.iter().map(|n| n.node_id.clone()).collect(),
         };
         for node in &targets {
-            self.env
-                .store
-                .journal_clear_acks(&rec.id, node)
-                .map_err(|e| e.to_string())?;
+            if resend_all {
+                self.env
+                    .store
+                    .journal_clear_acks(&rec.id, node)
+                    .map_err(|e| e.to_string())?;
+            }
             if let Some(n) = rec.node_mut(node) {
                 *n = NodeProgress::queued(node);
             }
@@ -252,6 +267,7 @@ impl Dispatcher {
             .journal_put(&rec)
             .map_err(|e| e.to_string())?;
         self.board.publish(FeedEvent::Dispatch(rec.id.clone()));
+        parking::unpark(&self.env.store, &rec.id, &targets);
         tracing::info!(dispatch = %rec.id, nodes = ?targets, from_cache = rec.stage == Stage::Sending, "dispatch replayed");
         for node in &targets {
             report(&self.env.store, &self.env.peers, &rec, node);
@@ -276,6 +292,10 @@ impl Actor for Dispatcher {
         self.schedule(ctx);
         self.prune_history();
         ctx.run_interval(PRUNE_EVERY, |me, _| me.prune_history());
+        // Parked dispatches whose node answered since (and parking past its time).
+        ctx.run_interval(crate::nodes::echo_every(), |me, ctx| {
+            me.replay_parked(None, ctx)
+        });
     }
     fn stopped(&mut self, _: &mut Context<Self>) {
         self.health.set_state(ActorState::Stopped);
@@ -359,7 +379,8 @@ impl Handler<CancelRequested> for Dispatcher {
     fn handle(&mut self, msg: CancelRequested, _: &mut Context<Self>) -> Self::Result {
         let rec = self.find(&msg.id)?;
         if rec.state() != DispatchState::Active {
-            return Err(format!("dispatch {} is already {:?}", rec.id, rec.state()).to_lowercase());
+            // A parked one is only taken out of parking (it stays failed).
+            return self.unpark_cancelled(rec);
         }
         self.cancel(&rec, None, "cancelled by an operator");
         Ok(rec)
@@ -369,7 +390,7 @@ impl Handler<CancelRequested> for Dispatcher {
 impl Handler<ReplayRequested> for Dispatcher {
     type Result = Result<DispatchRecord, String>;
     fn handle(&mut self, msg: ReplayRequested, ctx: &mut Context<Self>) -> Self::Result {
-        self.replay(&msg.id, msg.nodes, ctx)
+        self.replay(&msg.id, msg.nodes, true, ctx)
     }
 }
 
@@ -391,7 +412,7 @@ impl Handler<ReplayFailedRequested> for Dispatcher {
                 .filter(|n| n.status == NodeStatus::Failed)
                 .map(|n| n.node_id.clone())
                 .collect();
-            match self.replay(&rec.id, Some(nodes), ctx) {
+            match self.replay(&rec.id, Some(nodes), true, ctx) {
                 Ok(r) => replayed.push(r.id),
                 Err(e) => tracing::warn!(dispatch = %rec.id, error = %e, "replay skipped"),
             }
@@ -403,19 +424,21 @@ impl Handler<ReplayFailedRequested> for Dispatcher {
 impl Handler<StudyDeleted> for Dispatcher {
     type Result = ();
     fn handle(&mut self, msg: StudyDeleted, _: &mut Context<Self>) {
-        let hit: Vec<DispatchRecord> = self
-            .records()
-            .into_iter()
-            .filter(|r| {
-                (r.entity_type == "session"
-                    && msg.session_id.as_deref() == Some(r.entity_id.as_str()))
-                    || r.study_uids.contains(&msg.study_instance_uid)
-            })
-            .collect();
-        for rec in hit {
+        // The session's own dispatches, its scans' (their payload names it), and
+        // any whose instances are of this study.
+        let of_session = |r: &DispatchRecord| {
+            let session = msg.session_id.as_deref();
+            (r.entity_type == "session" && session == Some(r.entity_id.as_str()))
+                || (r.entity_type == "scan"
+                    && session.is_some()
+                    && r.session_id.as_deref() == session)
+                || r.study_uids.contains(&msg.study_instance_uid)
+        };
+        for rec in self.records().into_iter().filter(|r| of_session(r)) {
             tracing::info!(dispatch = %rec.id, "session deleted: dispatch cancelled");
             self.cancel(&rec, None, "the session was deleted");
         }
+        parking::unpark_where(&self.env.store, &self.board, |r, _| of_session(r));
     }
 }
 
@@ -451,6 +474,9 @@ impl Handler<NodesUpdated> for Dispatcher {
                     self.cancel(rec, Some(hit), "the node was removed or deactivated");
                 }
             }
+            parking::unpark_where(&self.env.store, &self.board, |_, node| {
+                gone.iter().any(|g| g == node)
+            });
         }
         self.schedule(ctx);
     }
@@ -528,6 +554,9 @@ crate::delivered_handlers!(
     ReplayRequested,
     ReplayFailedRequested,
     StudyDeleted,
+    ScanDeleted,
+    JobBackingOff,
+    NodeCameBack,
     NodesUpdated,
     SettingsUpdated,
     ProxyStatusUpdated,

@@ -13,7 +13,7 @@ use laminate_config::Node;
 use laminate_store::{Journal, NodeStatus};
 
 use super::dispatcher::Dispatcher;
-use super::messages::{CancelNodes, JobFinished, ShutdownRequested};
+use super::messages::{CancelNodes, JobBackingOff, JobFinished, ShutdownRequested};
 use super::pipeline;
 use super::retry::RetryPolicy;
 use super::shared::{JobEnv, JobShared};
@@ -26,6 +26,8 @@ pub enum JobUpdate {
     Paused(bool),
     Nodes(Vec<Node>),
     Policy(RetryPolicy),
+    /// The node answered C-ECHO again: a backoff waiting for it ends now.
+    NodeBack(String),
 }
 
 pub struct DispatchJob {
@@ -93,6 +95,10 @@ impl Actor for DispatchJob {
             self.paused,
             watch,
         ));
+        let (dispatcher, id) = (self.dispatcher.clone(), self.id.clone());
+        shared.set_on_backoff(Box::new(move || {
+            dispatcher.do_send(JobBackingOff { id: id.clone() })
+        }));
         self.shared = Some(shared.clone());
         let env = self.env.clone();
         let run = AssertUnwindSafe(pipeline::run(env, shared)).catch_unwind();
@@ -150,6 +156,11 @@ impl Handler<JobUpdate> for DispatchJob {
                     sh.changed.notify_waiters();
                 }
                 self.nodes = nodes;
+            }
+            JobUpdate::NodeBack(node_id) => {
+                if let Some(sh) = &self.shared {
+                    sh.wake_node(&node_id);
+                }
             }
             JobUpdate::Policy(p) => {
                 self.policy = p;

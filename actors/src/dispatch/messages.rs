@@ -19,6 +19,21 @@ pub struct JobFinished {
     pub id: String,
 }
 
+/// Every open node of a running job waits to retry: its slot is free meanwhile.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct JobBackingOff {
+    pub id: String,
+}
+
+/// The node monitor: this node answered C-ECHO after failing to (or for the first
+/// time). Its parked dispatches are replayed, its retrying ones retry at once.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct NodeCameBack {
+    pub node_id: String,
+}
+
 /// An operator cancels a dispatch (all its unfinished nodes).
 #[derive(Debug, Message)]
 #[rtype(result = "Result<DispatchRecord, String>")]

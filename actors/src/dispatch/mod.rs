@@ -9,7 +9,7 @@
 //! `extract.rs` the untrusted-archive extraction; `follow.rs` reading an archive
 //! while it downloads; `index.rs` DICOM headers; `index_dir.rs` walking an extracted archive;
 //! `cache_index.rs` moving its instances into the cache and listing what it left out;
-//! `retry.rs` the retry policy; `watchdog.rs` the stages' no-progress limits; `report.rs` `dispatch.status` events; `outcomes.rs` per-instance outcomes for the API;
+//! `retry.rs` the retry policy; `parking.rs` node outages (no slot while retrying, parked dispatches); `watchdog.rs` the stages' no-progress limits; `report.rs` `dispatch.status` events; `outcomes.rs` per-instance outcomes for the API;
 //! `messages.rs` the messages; `history.rs` pruning the
 //! dispatch history. Tests: `extract_tests.rs` (good and hostile
 //! archives, property tests), `index_tests.rs`, and `fixtures.rs` (DICOM files
@@ -32,6 +32,7 @@ pub mod index_dir;
 pub mod job;
 pub mod messages;
 pub mod outcomes;
+pub mod parking;
 pub mod pipeline;
 pub mod report;
 pub mod retry;
@@ -48,6 +49,7 @@ mod index_tests;
 
 pub use dispatcher::Dispatcher;
 pub use messages::{
-    CancelRequested, DispatchReceived, ReplayFailedRequested, ReplayRequested, ShutdownRequested,
+    CancelRequested, DispatchReceived, NodeCameBack, ReplayFailedRequested, ReplayRequested,
+    ShutdownRequested,
 };
 pub use shared::JobEnv;

@@ -122,10 +122,14 @@ async fn download_stage(env: &JobEnv, sh: &JobShared) -> Option<Following> {
                 tracing::warn!(dispatch = %id, stalled = %s, "tail probe stalled; downloading without it");
                 None
             }
+            _ = wait_all_final(sh) => None,
         };
         sh.watch.close(&beat);
         tail
     };
+    if sh.all_final() {
+        return None;
+    }
     let mut retries = Retries::default();
     let mut short_by = None;
     loop {
@@ -279,9 +283,12 @@ async fn extract_stage(env: &JobEnv, sh: &JobShared, following: Option<Following
     let mut retries = Retries::default();
     loop {
         let beat = sh.watch.lane("extract", None);
+        // A cancel (the entity deleted) drops the extraction: it stops at its
+        // next chunk and removes what it wrote; `finish` removes the spool.
         let outcome = tokio::select! {
             () = extract_and_index(env, sh, following.take(), &beat) => None,
             s = beat.stalled(env.stage_limits.stage_idle) => Some(s),
+            _ = wait_all_final(sh) => None,
         };
         sh.watch.close(&beat);
         let Some(stalled) = outcome else { return };
@@ -342,6 +349,10 @@ async fn extract_and_index(
         }
     };
     let extract_s = started.elapsed().as_secs_f64();
+    if sh.all_final() {
+        // Cancelled meanwhile: nothing of it goes into the cache.
+        return;
+    }
     let started = Instant::now();
     beat.tick();
     #[cfg(feature = "fault-injection")]

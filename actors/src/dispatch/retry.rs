@@ -11,6 +11,8 @@ const FIRST: Duration = Duration::from_secs(2);
 pub struct RetryPolicy {
     pub max_attempts: u32,
     pub max_backoff: Duration,
+    /// How long a node whose tries were used up stays parked (`park_hours`; zero: never).
+    pub park: Duration,
 }
 
 /// Failures in a row and what comes next.
@@ -50,6 +52,7 @@ mod tests {
         let p = RetryPolicy {
             max_attempts: 4,
             max_backoff: Duration::from_secs(5),
+            park: Duration::ZERO,
         };
         let mut r = Retries::default();
         let d: Vec<Option<u64>> = (0..5).map(|_| r.next(&p).map(|d| d.as_secs())).collect();
@@ -63,6 +66,7 @@ mod tests {
         let p = RetryPolicy {
             max_attempts: 0,
             max_backoff: Duration::from_secs(300),
+            park: Duration::ZERO,
         };
         assert_eq!(Retries::default().next(&p), None);
     }

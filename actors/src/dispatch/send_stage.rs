@@ -293,10 +293,8 @@ async fn send_to_node(env: Rc<JobEnv>, sh: Rc<JobShared>, node_id: String, sops:
             Some(err) => match retries.next(&sh.policy.get()) {
                 None => {
                     let tries = retries.failures();
-                    sh.update_node(&env, &node_id, |n| {
-                        n.status = NodeStatus::Failed;
-                        n.error = Some(format!("{err} (gave up after {tries} tries)"));
-                    });
+                    let error = format!("{err} (gave up after {tries} tries)");
+                    super::parking::give_up(&env, &sh, &node_id, error);
                     return;
                 }
                 Some(delay) => {
@@ -304,8 +302,14 @@ async fn send_to_node(env: Rc<JobEnv>, sh: Rc<JobShared>, node_id: String, sops:
                         n.status = NodeStatus::Retrying;
                         n.error = Some(format!("{err}; next try in {} s", delay.as_secs()));
                     });
+                    // Ends early when the node answers C-ECHO again (from now:
+                    // an answer before this failure says nothing about it).
+                    sh.take_wake(&node_id);
                     let until = Instant::now() + delay;
-                    while Instant::now() < until && !sh.is_final(&node_id) {
+                    while Instant::now() < until
+                        && !sh.is_final(&node_id)
+                        && !sh.take_wake(&node_id)
+                    {
                         sh.sleep(until - Instant::now()).await;
                     }
                 }

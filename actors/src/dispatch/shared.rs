@@ -3,7 +3,7 @@
 //! waiting on them.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -101,6 +101,12 @@ pub struct JobShared {
     pub changed: Notify,
     /// The stages' progress clocks (watchdog and Health view).
     pub watch: Arc<JobWatch>,
+    /// Nodes that answered C-ECHO again: their backoff ends at once.
+    woken: RefCell<HashSet<String>>,
+    /// Whether every open node waits to retry (the job then holds no slot).
+    backing_off: Cell<bool>,
+    /// Told when the job starts backing off (the dispatcher may start another).
+    on_backoff: RefCell<Option<Box<dyn Fn()>>>,
 }
 
 impl JobShared {
@@ -120,7 +126,37 @@ impl JobShared {
             stop_flags: RefCell::new(HashMap::new()),
             active_batches: Cell::new(0),
             changed: Notify::new(),
+            woken: RefCell::new(HashSet::new()),
+            backing_off: Cell::new(false),
+            on_backoff: RefCell::new(None),
         }
+    }
+
+    /// What to call when the job starts backing off.
+    pub fn set_on_backoff(&self, f: Box<dyn Fn()>) {
+        *self.on_backoff.borrow_mut() = Some(f);
+    }
+
+    /// The node answered C-ECHO again: a backoff waiting for it ends now.
+    pub fn wake_node(&self, node_id: &str) {
+        self.woken.borrow_mut().insert(node_id.to_owned());
+        self.changed.notify_waiters();
+    }
+
+    /// Whether the node was woken since the last call (and forgets it).
+    pub fn take_wake(&self, node_id: &str) -> bool {
+        self.woken.borrow_mut().remove(node_id)
+    }
+
+    /// Tells the dispatcher when every open node has started waiting to retry.
+    fn note_backoff(&self) {
+        let now = super::parking::in_backoff(&self.rec.borrow());
+        if now && !self.backing_off.get() {
+            if let Some(f) = self.on_backoff.borrow().as_ref() {
+                f();
+            }
+        }
+        self.backing_off.set(now);
     }
 
     pub fn id(&self) -> String {
@@ -244,6 +280,7 @@ impl JobShared {
         }
         self.journal(env);
         report(&env.store, &env.peers, &self.rec.borrow(), node_id);
+        self.note_backoff();
         self.changed.notify_waiters();
     }
 

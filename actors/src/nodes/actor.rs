@@ -10,24 +10,47 @@ use super::echo::c_echo;
 use super::messages::{EchoRequested, EchoResult};
 use crate::board::{EchoView, SharedBoard};
 use crate::config::NodesUpdated;
+use crate::dispatch::NodeCameBack;
 use crate::health::{ActorHealth, ActorState, Monitored};
+use crate::peers::PeersCell;
 
 /// C-ECHO period (issue #2: every 60 s and on any node change).
 pub const ECHO_EVERY: Duration = Duration::from_secs(60);
+
+/// The C-ECHO period: [`ECHO_EVERY`]; test builds (`fault-injection`) take
+/// `LAMINATE_PROXY_TEST_ECHO_EVERY_MS`, so that a node coming back is seen in
+/// a second rather than a minute.
+pub fn echo_every() -> Duration {
+    #[cfg(feature = "fault-injection")]
+    if let Some(ms) = std::env::var("LAMINATE_PROXY_TEST_ECHO_EVERY_MS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        return Duration::from_millis(ms.max(100));
+    }
+    ECHO_EVERY
+}
 
 pub struct NodeMonitor {
     health: ActorHealth,
     board: SharedBoard,
     appliance_ae: Arc<str>,
+    peers: PeersCell,
 }
 
 impl NodeMonitor {
-    pub fn new(health: ActorHealth, board: SharedBoard, appliance_ae: &str) -> Self {
-        board.set_echo_period_ms(ECHO_EVERY.as_millis() as u64);
+    pub fn new(
+        health: ActorHealth,
+        board: SharedBoard,
+        appliance_ae: &str,
+        peers: PeersCell,
+    ) -> Self {
+        board.set_echo_period_ms(echo_every().as_millis() as u64);
         Self {
             health,
             board,
             appliance_ae: Arc::from(appliance_ae),
+            peers,
         }
     }
 
@@ -35,18 +58,22 @@ impl NodeMonitor {
         for node in self.board.nodes().into_iter().filter(|n| n.is_active) {
             let board = self.board.clone();
             let ae = self.appliance_ae.clone();
+            let peers = self.peers.clone();
             actix_rt::spawn(async move {
-                let _ = run_echo(node, ae, board).await;
+                let _ = run_echo(node, ae, board, peers).await;
             });
         }
     }
 }
 
-/// Runs one echo on a blocking thread and records it on the board.
+/// Runs one echo on a blocking thread and records it on the board; a node that
+/// answers after failing to (or for the first time) is announced to the
+/// dispatcher ([`NodeCameBack`]).
 async fn run_echo(
     node: Node,
     appliance_ae: Arc<str>,
     board: crate::board::SharedBoard,
+    peers: PeersCell,
 ) -> EchoResult {
     let n = node.clone();
     let outcome = tokio::task::spawn_blocking(move || {
@@ -75,6 +102,13 @@ async fn run_echo(
             last_error: error.clone(),
         },
     );
+    if ok && !previous.online {
+        if let Some(p) = peers.get() {
+            p.dispatcher.do_send(NodeCameBack {
+                node_id: node.node_id.clone(),
+            });
+        }
+    }
     EchoResult {
         node_id: node.node_id,
         ok,
@@ -89,7 +123,7 @@ impl Actor for NodeMonitor {
     fn started(&mut self, ctx: &mut Context<Self>) {
         self.health.set_state(ActorState::Running);
         self.echo_all();
-        ctx.run_interval(ECHO_EVERY, |act, _| act.echo_all());
+        ctx.run_interval(echo_every(), |act, _| act.echo_all());
     }
     fn stopped(&mut self, _: &mut Context<Self>) {
         self.health.set_state(ActorState::Stopped);
@@ -126,9 +160,10 @@ impl Handler<EchoRequested> for NodeMonitor {
             .find(|n| n.node_id == msg.node_id);
         let board = self.board.clone();
         let ae = self.appliance_ae.clone();
+        let peers = self.peers.clone();
         Box::pin(async move {
             match node {
-                Some(node) => Ok(run_echo(node, ae, board).await),
+                Some(node) => Ok(run_echo(node, ae, board, peers).await),
                 None => Err(format!("unknown node {}", msg.node_id)),
             }
         })
