@@ -64,6 +64,8 @@ fn ours(files: &[PathBuf], port: u16, ae: &str, associations: u32, index: bool) 
         called_ae: ae.into(),
         calling_ae: "BENCH".into(),
         max_associations: associations,
+        tls: None,
+        prefer_ts: None,
     };
     let read = || -> Vec<Item> {
         files

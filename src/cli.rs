@@ -85,6 +85,8 @@ pub enum NodesCommand {
     List,
     /// Run a C-ECHO now and print the round trip.
     Echo { node_id: String },
+    /// Re-read node-settings.json now (a change is also noticed within seconds).
+    Reload,
 }
 
 /// How operator commands find the running appliance (same flags as `run`).

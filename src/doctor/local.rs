@@ -54,6 +54,7 @@ fn config_files(r: &mut Report, dir: &Path) -> ConfigFiles {
             Some(Err(problems)) => r.fail(NODES_FILE, joined(&problems), KEPT),
         }
     }
+    site_settings(r, dir, &mut out.nodes);
     if let Some(v) = read(r, dir, PROXY_FILE) {
         match v.map(ProxyFile::from_value) {
             None => r.ok(PROXY_FILE, "not there yet (`run` writes the defaults)"),
@@ -139,6 +140,32 @@ fn joined(problems: &[laminate_config::Problem]) -> String {
 
 fn is_missing(e: &std::io::Error) -> bool {
     matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory)
+}
+
+/// `node-settings.json` as `run` reads it (TLS files loaded); its settings are
+/// attached to the nodes so that their checks use TLS where it is set.
+fn site_settings(r: &mut Report, dir: &Path, nodes: &mut Option<NodesFile>) {
+    match laminate_config::load_node_settings(dir) {
+        Ok(None) => r.ok(
+            laminate_config::NODE_SETTINGS_FILE,
+            "none (every node plain TCP with the backend's settings)",
+        ),
+        Ok(Some(f)) => {
+            let tls = f.nodes.values().filter(|s| s.tls.is_some()).count();
+            r.ok(
+                laminate_config::NODE_SETTINGS_FILE,
+                format!("valid: {} nodes, {tls} with TLS", f.nodes.len()),
+            );
+            if let Some(n) = nodes {
+                n.nodes = f.apply(&n.nodes);
+            }
+        }
+        Err(e) => r.fail(
+            laminate_config::NODE_SETTINGS_FILE,
+            e.to_string(),
+            "fix the file (a running appliance keeps its previous settings; `run` refuses to start with it)",
+        ),
+    }
 }
 
 /// The data dir, its config files, the disk under it, the store and the index;
