@@ -141,6 +141,18 @@ pub struct RunArgs {
     /// Ingest: under this much free disk space, C-STORE is answered 0xA700 (out of resources).
     #[arg(long, env = "LAMINATE_PROXY_INGEST_MIN_FREE_BYTES", default_value_t = DEFAULT_INGEST_MIN_FREE_BYTES)]
     pub ingest_min_free_bytes: u64,
+    /// Ingest: a second listener speaking DICOM TLS, or `off`.
+    #[arg(long, env = "LAMINATE_PROXY_DICOM_TLS_ADDR", default_value = "off")]
+    pub dicom_tls_addr: String,
+    /// Ingest TLS: the listener's PEM certificate (chain).
+    #[arg(long, env = "LAMINATE_PROXY_DICOM_TLS_CERT")]
+    pub dicom_tls_cert: Option<PathBuf>,
+    /// Ingest TLS: the PEM private key of --dicom-tls-cert.
+    #[arg(long, env = "LAMINATE_PROXY_DICOM_TLS_KEY")]
+    pub dicom_tls_key: Option<PathBuf>,
+    /// Ingest TLS: PEM CA file; when set, senders must present a certificate it signed.
+    #[arg(long, env = "LAMINATE_PROXY_DICOM_TLS_CA")]
+    pub dicom_tls_ca: Option<PathBuf>,
 }
 
 /// 1 GiB: room for the store, the spool and a few studies in flight.
@@ -170,4 +182,8 @@ pub const ENV_VARS: &[&str] = &[
     "LAMINATE_PROXY_LOG_FORMAT",
     "LAMINATE_PROXY_INGEST_ACCEPT_ANY_AE",
     "LAMINATE_PROXY_INGEST_MIN_FREE_BYTES",
+    "LAMINATE_PROXY_DICOM_TLS_ADDR",
+    "LAMINATE_PROXY_DICOM_TLS_CERT",
+    "LAMINATE_PROXY_DICOM_TLS_KEY",
+    "LAMINATE_PROXY_DICOM_TLS_CA",
 ];

@@ -36,10 +36,12 @@ pub fn settings_from(args: RunArgs) -> Result<Settings, Vec<String>> {
 }
 
 /// Ingest options that are not in the contract's settings table (docs/protocol.md).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct IngestOptions {
     pub accept_any_called_ae: bool,
     pub min_free_bytes: u64,
+    /// The DICOM TLS listener (`--dicom-tls-*`), when on.
+    pub tls: Option<laminate_actors::ingest::IngestTls>,
 }
 
 impl Default for IngestOptions {
@@ -47,18 +49,36 @@ impl Default for IngestOptions {
         Self {
             accept_any_called_ae: false,
             min_free_bytes: crate::cli::DEFAULT_INGEST_MIN_FREE_BYTES,
+            tls: None,
         }
     }
 }
 
 pub fn main(args: RunArgs) -> ExitCode {
-    let ingest = IngestOptions {
+    let tls = crate::ingest_tls::validate(&crate::ingest_tls::IngestTlsArgs {
+        addr: args.dicom_tls_addr.clone(),
+        cert: args.dicom_tls_cert.clone(),
+        key: args.dicom_tls_key.clone(),
+        ca: args.dicom_tls_ca.clone(),
+    });
+    let mut ingest = IngestOptions {
         accept_any_called_ae: args.ingest_accept_any_ae,
         min_free_bytes: args.ingest_min_free_bytes,
+        tls: None,
     };
-    let settings = match settings_from(args) {
-        Ok(s) => s,
-        Err(lines) => {
+    let settings = settings_from(args);
+    let settings = match (settings, tls) {
+        (Ok(s), Ok(tls)) if tls.is_none() || s.dicom_addr.is_some() => {
+            ingest.tls = tls;
+            s
+        }
+        (settings, tls) => {
+            let mut lines = settings.err().unwrap_or_default();
+            match tls {
+                Err(more) => lines.extend(more),
+                Ok(Some(_)) if lines.is_empty() => lines.push("--dicom-tls-addr (LAMINATE_PROXY_DICOM_TLS_ADDR) needs the ingest SCP: set --dicom-addr (LAMINATE_PROXY_DICOM_ADDR) to an address, not `off`".into()),
+                Ok(_) => {}
+            }
             for l in lines {
                 eprintln!("laminate-proxy: {l}");
             }
@@ -148,9 +168,10 @@ fn run(settings: Settings, ingest: IngestOptions) -> Result<(), Refusal> {
             let mut opts = IngestSettings::new(addr, settings.ae_title.clone(), settings.data_dir.clone());
             opts.accept_any_called_ae = ingest.accept_any_called_ae;
             opts.min_free_bytes = ingest.min_free_bytes;
+            opts.tls = ingest.tls.clone();
             let health = running.board.health.register("ingest");
             Some(IngestActor::start(health, opts, store.clone()).with_context(|| {
-                format!("--dicom-addr {addr} (LAMINATE_PROXY_DICOM_ADDR), or `off` to disable the ingest SCP")
+                format!("--dicom-addr {addr} (LAMINATE_PROXY_DICOM_ADDR) or --dicom-tls-addr (LAMINATE_PROXY_DICOM_TLS_ADDR), or `off` to disable them")
             })?)
         } else {
             None

@@ -1,12 +1,14 @@
-//! Site-local node settings (`node-settings.json`) and DICOM TLS towards nodes,
-//! through the real binary with real peers: dcmtk `storescp +tls` and Orthanc
-//! with `DicomTlsEnabled`, using a CA and certificates made here with rcgen
+//! Site-local node settings (`node-settings.json`) and DICOM TLS, towards nodes
+//! and on the ingest SCP's TLS listener, through the real binary with real
+//! peers: dcmtk `storescp +tls` / `storescu +tls` and Orthanc with
+//! `DicomTlsEnabled`, using a CA and certificates made here with rcgen
 //! (APPLIANCE.md "Site-local node settings and secure delivery").
 
 mod support;
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::Duration;
 
 use laminate_proxy::sim::study::StudySpec;
@@ -376,5 +378,164 @@ fn an_invalid_node_settings_file_refuses_the_start_with_its_problem() {
     assert!(
         out.contains("node-settings.json") && out.contains("node_1.tls.ca_file: is required"),
         "{out}"
+    );
+}
+
+/// The appliance with its plain ingest SCP and a TLS listener (`tls_args`).
+fn with_tls_ingest(sim: &BackendSim, tls_args: &[String]) -> (Appliance, u16) {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut app = Appliance::with_dir(tmp.path().to_path_buf(), &sim.backend_url(), &[]);
+    if let Some(i) = app.args.iter().position(|a| a == "off") {
+        app.args[i] = format!("127.0.0.1:{}", free_port());
+    }
+    let tls_port = free_port();
+    app.args.extend([
+        "--dicom-tls-addr".to_string(),
+        format!("127.0.0.1:{tls_port}"),
+    ]);
+    app.args.extend(tls_args.iter().cloned());
+    app.keep_dir(tmp);
+    app.spawn();
+    app.wait_ready(T);
+    (app, tls_port)
+}
+
+fn storescu(port: u16, tls: &[&str], dir: &Path) -> (Option<i32>, String) {
+    let out = Command::new("/usr/bin/storescu")
+        .args(tls)
+        .args(["-v", "-aec", "LAMINATE_PROXY", "+sd", "+r", "127.0.0.1"])
+        .arg(port.to_string())
+        .arg(dir)
+        .output()
+        .expect("dcmtk storescu");
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    (out.status.code(), text)
+}
+
+fn stored(data_dir: &Path) -> usize {
+    let mut n = 0;
+    let mut stack = vec![data_dir.join("storage")];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() && !p.ends_with(".incoming") {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "dcm") {
+                n += 1;
+            }
+        }
+    }
+    n
+}
+
+#[test]
+fn the_ingest_tls_listener_takes_a_study_from_a_sender_with_a_client_certificate_only() {
+    let sim = sim();
+    let pki = Pki::new();
+    let (app, tls_port) = with_tls_ingest(
+        &sim,
+        &[
+            "--dicom-tls-cert".into(),
+            pki.s("server.pem"),
+            "--dicom-tls-key".into(),
+            pki.s("server.key"),
+            "--dicom-tls-ca".into(),
+            pki.s("ca.pem"),
+        ],
+    );
+    let files = tempfile::tempdir().expect("tempdir");
+    let inst = StudySpec::simple(1, 3, 8 * 1024)
+        .write_files(files.path())
+        .expect("files");
+    // No client certificate: refused by the TLS handshake, nothing stored.
+    let (code, out) = storescu(tls_port, &["+tla", "+cf", &pki.s("ca.pem")], files.path());
+    assert_ne!(code, Some(0), "{out}");
+    // Plain DICOM on the TLS port: refused too.
+    let (code, out) = storescu(tls_port, &[], files.path());
+    assert_ne!(code, Some(0), "{out}");
+    assert_eq!(stored(&app.data_dir), 0);
+    // With the client certificate, the study is stored.
+    let (code, out) = storescu(
+        tls_port,
+        &[
+            "+tls",
+            &pki.s("client.key"),
+            &pki.s("client.pem"),
+            "+cf",
+            &pki.s("ca.pem"),
+        ],
+        files.path(),
+    );
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(stored(&app.data_dir), inst.len());
+}
+
+#[test]
+fn ingest_tls_flags_that_cannot_work_refuse_the_start_naming_the_setting() {
+    let (code, out) = run_binary(
+        &["run"],
+        &[
+            ("LAMINATE_BACKEND_URL", "ws://127.0.0.1:9/"),
+            ("LAMINATE_PROXY_KEY", KEY),
+            ("LAMINATE_PROXY_HTTP_ADDR", "127.0.0.1:0"),
+            ("LAMINATE_PROXY_DICOM_TLS_ADDR", "127.0.0.1:0"),
+            ("LAMINATE_PROXY_DICOM_TLS_CERT", "/nonexistent/server.pem"),
+        ],
+    );
+    assert_eq!(code, Some(2), "{out}");
+    assert!(
+        out.contains("--dicom-tls-key (LAMINATE_PROXY_DICOM_TLS_KEY) is required"),
+        "{out}"
+    );
+}
+
+#[test]
+fn doctor_checks_a_tls_node_over_tls_and_names_a_wrong_ca() {
+    let sim = sim();
+    let pki = Pki::new();
+    let scp = pki.storescp("PACS_A", "-ic");
+    let data = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        data.path().join("nodes.json"),
+        json!({ "nodes": [node("node_1", "PACS_A", scp.port)] }).to_string(),
+    )
+    .expect("write");
+    let doctor = |ca: &str| {
+        std::fs::write(
+            data.path().join("node-settings.json"),
+            json!({"node_1": {"tls": {"ca_file": pki.s(ca)}}}).to_string(),
+        )
+        .expect("write");
+        let (http, dir) = (
+            format!("127.0.0.1:{}", free_port()),
+            data.path().display().to_string(),
+        );
+        let backend = sim.backend_url();
+        let (_, out) = run_binary(
+            &[
+                "doctor",
+                "--backend-url",
+                &backend,
+                "--data-dir",
+                &dir,
+                "--http-addr",
+                &http,
+                "--dicom-addr",
+                "off",
+            ],
+            &[("LAMINATE_PROXY_KEY", KEY)],
+        );
+        out.lines()
+            .find(|l| l.contains("node node_1:"))
+            .unwrap_or_else(|| panic!("no node line: {out}"))
+            .to_owned()
+    };
+    let good = doctor("ca.pem");
+    assert!(good.starts_with("ok") && good.contains("TLS"), "{good}");
+    let bad = doctor("other-ca.pem");
+    assert!(
+        bad.starts_with("fail") && bad.contains("not signed by a CA in ca_file"),
+        "{bad}"
     );
 }

@@ -454,6 +454,30 @@ mod tests {
     }
 
     #[test]
+    fn an_invalid_node_settings_file_fails_with_its_problem() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let path = tmp.path().join(laminate_config::NODE_SETTINGS_FILE);
+        fs::write(&path, br#"{"node_1": {"max_associations": 0}}"#).expect("write");
+        let mut r = quiet();
+        config_files(&mut r, tmp.path());
+        let line = r
+            .lines()
+            .iter()
+            .find(|l| l.check == laminate_config::NODE_SETTINGS_FILE)
+            .expect("a node-settings line");
+        assert_eq!(line.outcome, Outcome::Fail);
+        assert!(
+            line.found.contains("node_1.max_associations"),
+            "{}",
+            line.found
+        );
+        assert_eq!(
+            fs::read(&path).expect("read"),
+            br#"{"node_1": {"max_associations": 0}}"#
+        );
+    }
+
+    #[test]
     fn config_files_are_validated_without_being_written() {
         let tmp = tempfile::tempdir().expect("tempdir");
         fs::write(
@@ -473,6 +497,7 @@ mod tests {
             outcomes,
             [
                 (NODES_FILE, Outcome::Ok),
+                (laminate_config::NODE_SETTINGS_FILE, Outcome::Ok),
                 (PROXY_FILE, Outcome::Fail),
                 (STATUS_FILE, Outcome::Fail)
             ]
