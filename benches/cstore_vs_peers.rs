@@ -28,9 +28,13 @@
 //! (4096 × 512 KiB ≈ 2 GiB), `QUICKACK_SO` (a prebuilt shim).
 //! `BENCH_SKIP_LIMIT=1` (no limit rows: the same files from a minimal Rust sender
 //! to a minimal Rust receiver answering 12 bytes each, the wire's ceiling).
+//! `BENCH_SKIP_TLS=1` (no DICOM TLS rows: ours over TLS into `storescp +tls`
+//! against ours in plain TCP, `cstore_vs_peers/tls.rs`).
 //! Results: stdout and `{target}/bench-results/cstore_vs_peers.md`.
 
 mod support;
+#[path = "cstore_vs_peers/tls.rs"]
+mod tls;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -57,6 +61,18 @@ const ORTHANC_AE: &str = "ORTHANC";
 /// includes reading each file's header (`Item::from_file`), as a stock
 /// sender's does.
 fn ours(files: &[PathBuf], port: u16, ae: &str, associations: u32, index: bool) -> Duration {
+    ours_over(files, port, ae, associations, index, None)
+}
+
+/// [`ours`], over DICOM TLS with `tls`.
+fn ours_over(
+    files: &[PathBuf],
+    port: u16,
+    ae: &str,
+    associations: u32,
+    index: bool,
+    tls: Option<laminate_config::NodeTls>,
+) -> Duration {
     let target = Target {
         node_id: "bench".into(),
         host: "127.0.0.1".into(),
@@ -64,7 +80,7 @@ fn ours(files: &[PathBuf], port: u16, ae: &str, associations: u32, index: bool) 
         called_ae: ae.into(),
         calling_ae: "BENCH".into(),
         max_associations: associations,
-        tls: None,
+        tls,
         prefer_ts: None,
     };
     let read = || -> Vec<Item> {
@@ -423,6 +439,29 @@ fn main() {
         }
     }
 
+    // DICOM TLS: ours over TLS against ours in plain TCP (issue 16).
+    if !env_flag("BENCH_SKIP_TLS") {
+        let tls_rows = tls::measure(&files, runs, SCP_AE, |f, port, ae, n, t| {
+            ours_over(f, port, ae, n, true, t)
+        });
+        for row in tls_rows {
+            report.line(format!(
+                "| {} | {} | {} | {:.2} | {} | {:.1} |",
+                row.receiver,
+                row.sender,
+                row.assoc,
+                row.time.as_secs_f64(),
+                row.runs
+                    .iter()
+                    .map(|t| format!("{:.2}", t.as_secs_f64()))
+                    .collect::<Vec<_>>()
+                    .join(" / "),
+                mb / row.time.as_secs_f64()
+            ));
+            rows.push(row);
+        }
+    }
+
     let rate = |rx: &str, sender: Sender| -> Option<f64> {
         let name = sender.name();
         rows.iter()
@@ -479,6 +518,19 @@ fn main() {
         0.95,
     );
 
+    for n in [1usize, 4] {
+        let of = |rx: &str| {
+            rows.iter()
+                .find(|r| r.receiver == rx && r.assoc == n)
+                .map(|r| mb / r.time.as_secs_f64())
+        };
+        ratio_line(
+            &format!("{n} assoc: ours over DICOM TLS vs ours in plain TCP (storescp --ignore)"),
+            of(tls::TLS_RECEIVER),
+            of(tls::PLAIN_RECEIVER),
+            0.7,
+        );
+    }
     for n in [1u32, 4] {
         let limit = rows
             .iter()
