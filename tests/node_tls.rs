@@ -59,6 +59,7 @@ impl Pki {
         };
         leaf(vec!["localhost".into(), "127.0.0.1".into()], "server");
         leaf(vec!["laminate-proxy".into()], "client");
+        leaf(vec!["pacs.hospital.example".into()], "elsewhere");
         std::fs::write(dir.path().join("ca.pem"), ca_pem).expect("write");
         std::fs::write(dir.path().join("other-ca.pem"), other_pem).expect("write");
         Pki { dir }
@@ -75,13 +76,18 @@ impl Pki {
     /// A `storescp +tls` with the server certificate; `peer` is its peer
     /// authentication option (`-ic` none, `-rc` client certificate required).
     fn storescp(&self, ae: &str, peer: &str) -> StoreScp {
+        self.storescp_as("server", ae, peer)
+    }
+
+    /// Same, with the certificate `name` (`server` or `elsewhere`).
+    fn storescp_as(&self, name: &str, ae: &str, peer: &str) -> StoreScp {
         StoreScp::start_on(
             free_port(),
             ae,
             &[
                 "+tls",
-                &self.s("server.key"),
-                &self.s("server.pem"),
+                &self.s(&format!("{name}.key")),
+                &self.s(&format!("{name}.pem")),
                 "+cf",
                 &self.s("ca.pem"),
                 peer,
@@ -538,4 +544,38 @@ fn doctor_checks_a_tls_node_over_tls_and_names_a_wrong_ca() {
         bad.starts_with("fail") && bad.contains("not signed by a CA in ca_file"),
         "{bad}"
     );
+}
+
+#[test]
+fn a_certificate_for_another_name_is_refused_unless_verify_hostname_is_off() {
+    let sim = sim();
+    let pki = Pki::new();
+    // Signed by the right CA, but for pacs.hospital.example, not 127.0.0.1.
+    let scp = pki.storescp_as("elsewhere", "PACS_A", "-ic");
+    let (zip, sops) = study(2);
+    sim.put_download(EntityKind::Session, "sess_1", zip);
+    let app = start(
+        &sim,
+        scp.port,
+        json!({"node_1": {"tls": {"ca_file": pki.s("ca.pem")}}}),
+    );
+    let refused = eventually(T, || {
+        node_row(&app)["last_echo_error"]
+            .as_str()
+            .map(str::to_owned)
+    })
+    .expect("echo refused");
+    assert!(refused.contains("does not name its host"), "{refused}");
+    write_settings(
+        &app,
+        json!({"node_1": {"tls": {"ca_file": pki.s("ca.pem"), "verify_hostname": false}}}),
+    );
+    eventually(T, || {
+        (node_row(&app)["site_settings"]["tls"]["verify_hostname"] == false).then_some(())
+    })
+    .expect("settings re-read");
+    dispatch(&sim, "sess_1", "corr_name");
+    let last = wait_final(&sim, "corr_name", "node_1", T).expect("final status");
+    assert_eq!(last["status"], "completed", "{last}");
+    assert_eq!(scp.sop_uids(), sops);
 }

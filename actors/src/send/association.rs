@@ -131,19 +131,29 @@ pub fn looks_like_tls(detail: &str) -> bool {
 
 /// A TLS failure in words an operator can act on, with rustls's own reason kept.
 pub fn tls_failure(where_: &str, detail: &str) -> String {
-    const HINTS: [(&str, &str); 8] = [
-        ("UnknownIssuer", "the node's certificate is not signed by a CA in ca_file"),
-        ("NotValidForName", "the node's certificate does not name its host (fix the certificate, or set verify_hostname false)"),
-        ("Expired", "the node's certificate has expired"),
-        ("NotValidYet", "the node's certificate is not valid yet (check both clocks)"),
-        ("Revoked", "the node's certificate is revoked"),
-        ("CertificateRequired", "the node requires a client certificate (set cert_file and key_file)"),
-        ("UnknownCA", "the node does not trust our client certificate's CA"),
-        ("BadCertificate", "the node refused our client certificate"),
+    // rustls's wording: a variant's name, or its "…Context" form's sentence.
+    const HINTS: [(&[&str], &str); 8] = [
+        (&["UnknownIssuer"], "the node's certificate is not signed by a CA in ca_file"),
+        (
+            &["NotValidForName", "not valid for name"],
+            "the node's certificate does not name its host (fix the certificate, or set verify_hostname false)",
+        ),
+        (&["Expired", "certificate expired"], "the node's certificate has expired"),
+        (
+            &["NotValidYet", "not valid yet"],
+            "the node's certificate is not valid yet (check both clocks)",
+        ),
+        (&["Revoked"], "the node's certificate is revoked"),
+        (
+            &["CertificateRequired"],
+            "the node requires a client certificate (set cert_file and key_file)",
+        ),
+        (&["UnknownCA"], "the node does not trust our client certificate's CA"),
+        (&["BadCertificate"], "the node refused our client certificate"),
     ];
     let hint = HINTS
         .iter()
-        .find(|(k, _)| detail.contains(k))
+        .find(|(needles, _)| needles.iter().any(|k| detail.contains(k)))
         .map(|(_, h)| format!("{h}; "))
         .unwrap_or_default();
     format!("TLS with {where_} failed: {hint}{detail}")
@@ -591,5 +601,45 @@ fn log_outcome(target: &Target, item: &Item, outcome: &ItemOutcome) {
             node = %target.node_id, sop_instance_uid = %item.sop_instance_uid,
             status = ?status, error = %error, "instance failed"
         ),
+    }
+}
+
+#[cfg(test)]
+mod tls_words {
+    use super::*;
+
+    #[test]
+    fn tls_failures_are_put_in_words_and_keep_the_librarys_reason() {
+        let at = "PACS@h:1 (TLS)";
+        for (detail, words) in [
+            (
+                "invalid peer certificate: UnknownIssuer",
+                "not signed by a CA in ca_file",
+            ),
+            (
+                "invalid peer certificate: certificate not valid for name \"h\"",
+                "does not name its host",
+            ),
+            (
+                "received fatal alert: CertificateRequired",
+                "requires a client certificate",
+            ),
+            (
+                "received fatal alert: UnknownCA",
+                "does not trust our client",
+            ),
+        ] {
+            let e = tls_failure(at, detail);
+            assert!(
+                e.contains(words) && e.ends_with(detail) && e.starts_with("TLS with PACS@h:1"),
+                "{e}"
+            );
+        }
+        assert_eq!(
+            tls_failure(at, "connection reset"),
+            "TLS with PACS@h:1 (TLS) failed: connection reset"
+        );
+        assert!(looks_like_tls("received fatal alert: HandshakeFailure"));
+        assert!(!looks_like_tls("connection refused"));
     }
 }
