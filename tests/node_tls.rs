@@ -306,6 +306,14 @@ fn node_settings_override_the_backends_cap_live_and_a_bad_file_keeps_the_previou
     .expect("rejection shown");
     assert!(why.contains("node_1.prefer_transfer_syntax"), "{why}");
     assert_eq!(max(&app), 1);
+    let row = node_row(&app);
+    assert_eq!(row["site_settings"]["max_associations"], 1, "{row}");
+    assert!(
+        row["node_settings_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("node_1.prefer_transfer_syntax")),
+        "{row}"
+    );
     let page = app.get("/").expect("page").1;
     assert!(
         page.contains("node_1.prefer_transfer_syntax"),
@@ -328,6 +336,7 @@ fn node_settings_override_the_backends_cap_live_and_a_bad_file_keeps_the_previou
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("settings for 1 nodes"), "{out}");
     eventually(T, || (max(&app) == 3).then_some(())).expect("cap 3 applied");
+    assert_eq!(node_row(&app)["node_settings_error"], Value::Null);
     // The file is the site's: never rewritten.
     assert_eq!(
         app.read_config("node-settings.json"),

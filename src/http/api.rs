@@ -129,6 +129,8 @@ pub fn node_json(board: &Board, n: &Node) -> Value {
         "sender": sender_json(board, n),
         "tls": n.site.as_ref().is_some_and(|s| s.tls.is_some()),
         "site_settings": site_json(n),
+        // The file on disk was rejected: `site_settings` are the previous ones.
+        "node_settings_error": board.node_settings_error(),
     })
 }
 

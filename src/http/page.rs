@@ -485,9 +485,16 @@ fn actor_row(h: &mut String, a: &Value) {
 }
 
 /// The site's settings for a node (`node-settings.json`) in one line, if any.
-fn site_line(s: &Value) -> String {
+fn site_line(s: &Value, rejected: &Value) -> String {
+    let rejected = match rejected.as_str() {
+        Some(why) => format!(
+            r#"<br><small class="error">node-settings.json rejected, previous settings kept: {}</small>"#,
+            esc(why)
+        ),
+        None => String::new(),
+    };
     if s.is_null() {
-        return String::new();
+        return rejected;
     }
     let mut parts = Vec::new();
     match &s["tls"] {
@@ -508,7 +515,7 @@ fn site_line(s: &Value) -> String {
         parts.push("storage commitment".to_owned());
     }
     format!(
-        r#"<br><small class="site">site: {}</small>"#,
+        r#"<br><small class="site">site: {}</small>{rejected}"#,
         esc(&parts.join(" · "))
     )
 }
@@ -553,7 +560,7 @@ fn node_row(h: &mut String, n: &Value, spark: &str, acts: &Actions<'_>) {
         err = esc(n["last_echo_error"].as_str().unwrap_or("")),
         inflight = esc(&text(&n["in_flight"])),
         sender = sender_line(&n["sender"]),
-        site = site_line(&n["site_settings"]),
+        site = site_line(&n["site_settings"], &n["node_settings_error"]),
         spark = spark,
     );
     acts.form(

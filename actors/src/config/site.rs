@@ -37,10 +37,12 @@ impl ConfigActor {
             Err(e) => {
                 let why = e.to_string();
                 self.reject(NODE_SETTINGS_FILE, why.clone());
+                self.board.set_node_settings_error(Some(why.clone()));
                 return Err(why);
             }
         };
         let count = loaded.nodes.len();
+        self.board.set_node_settings_error(None);
         let old = self.current.node_settings.apply(&self.current.nodes.nodes);
         self.current.node_settings = loaded;
         let new = self.current.node_settings.apply(&self.current.nodes.nodes);
