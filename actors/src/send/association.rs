@@ -205,11 +205,14 @@ pub(crate) fn establish_tls(
     opts: &SendOptions,
 ) -> Result<ClientAssociation<TlsStream>, EstablishFail> {
     let where_ = where_of(target);
-    let assoc = options(target, proposals, opts)
+    let mut assoc = options(target, proposals, opts)
         .tls_config(tls.config.clone())
         .server_name(target.host.as_str())
         .establish_tls((target.host.as_str(), target.port))
         .map_err(|e| establish_error(&where_, e))?;
+    // rustls takes at most 64 KiB of plaintext per write by default: a whole
+    // 256 KiB chunk of PDUs goes into records and out in one go instead.
+    assoc.inner_stream().conn.set_buffer_limit(None);
     setup(assoc, &where_, opts)
 }
 
