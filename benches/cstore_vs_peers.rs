@@ -29,7 +29,9 @@
 //! `BENCH_SKIP_LIMIT=1` (no limit rows: the same files from a minimal Rust sender
 //! to a minimal Rust receiver answering 12 bytes each, the wire's ceiling).
 //! `BENCH_SKIP_TLS=1` (no DICOM TLS rows: ours over TLS into `storescp +tls`
-//! against ours in plain TCP, `cstore_vs_peers/tls.rs`).
+//! against ours in plain TCP, and the same into Orthanc with and without
+//! `DicomTlsEnabled`, `cstore_vs_peers/tls.rs`; `BENCH_SKIP_TLS_ORTHANC=1` for
+//! storescp's pair only).
 //! Results: stdout and `{target}/bench-results/cstore_vs_peers.md`.
 
 mod support;
@@ -439,11 +441,22 @@ fn main() {
         }
     }
 
-    // DICOM TLS: ours over TLS against ours in plain TCP (issue 16).
+    // DICOM TLS: ours over TLS against ours in plain TCP (issue 16); Orthanc's
+    // pair unless BENCH_SKIP_TLS_ORTHANC.
+    let wanted_orthanc_tls = !env_flag("BENCH_SKIP_TLS_ORTHANC");
     if !env_flag("BENCH_SKIP_TLS") {
-        let tls_rows = tls::measure(&files, runs, SCP_AE, |f, port, ae, n, t| {
+        let mut tls_rows = tls::measure(&files, runs, SCP_AE, |f, port, ae, n, t| {
             ours_over(f, port, ae, n, true, t)
         });
+        if wanted_orthanc_tls {
+            tls_rows.extend(tls::measure_orthanc(
+                &files,
+                runs,
+                ORTHANC_AE,
+                work.path(),
+                |f, port, ae, n, t| ours_over(f, port, ae, n, true, t),
+            ));
+        }
         for row in tls_rows {
             report.line(format!(
                 "| {} | {} | {} | {:.2} | {} | {:.1} |",
@@ -531,6 +544,17 @@ fn main() {
             0.7,
         );
     }
+    let orthanc = |rx: &str| {
+        rows.iter()
+            .find(|r| r.receiver == rx)
+            .map(|r| mb / r.time.as_secs_f64())
+    };
+    ratio_line(
+        "4 assoc: ours over DICOM TLS vs ours in plain TCP (Orthanc, storing)",
+        orthanc(tls::ORTHANC_TLS),
+        orthanc(tls::ORTHANC_PLAIN),
+        0.7,
+    );
     for n in [1u32, 4] {
         let limit = rows
             .iter()

@@ -11,11 +11,13 @@ use std::time::Duration;
 
 use laminate_config::{load_client_tls, NodeTls};
 
-use super::support::{free_port, median, wait_listening};
+use super::support::{free_port, median, settle_disk, wait_listening, Orthanc};
 use super::Row;
 
 pub const TLS_RECEIVER: &str = "storescp --ignore +tls";
 pub const PLAIN_RECEIVER: &str = "storescp --ignore (TLS rows' baseline)";
+pub const ORTHANC_TLS: &str = "Orthanc +tls";
+pub const ORTHANC_PLAIN: &str = "Orthanc (TLS rows' baseline)";
 
 struct Scp(Child);
 
@@ -62,6 +64,68 @@ fn pki(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     std::fs::write(&paths.1, cert.pem()).expect("write");
     std::fs::write(&paths.2, ca.pem()).expect("write");
     paths
+}
+
+/// A real PACS: Orthanc with `DicomTlsEnabled` against a plain Orthanc, both
+/// storing under `parent`, emptied between runs, 4 associations.
+pub fn measure_orthanc(
+    files: &[PathBuf],
+    runs: usize,
+    ae: &str,
+    parent: &Path,
+    ours: impl Fn(&[PathBuf], u16, &str, u32, Option<NodeTls>) -> Duration,
+) -> Vec<Row> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (key, cert, ca) = pki(dir.path());
+    let tls = NodeTls {
+        config: load_client_tls(&ca, None, true).expect("client TLS"),
+        ca_file: ca.clone(),
+        cert_file: None,
+        key_file: None,
+        verify_hostname: true,
+    };
+    let plain = Orthanc::start(ae, parent);
+    let secure = Orthanc::start_with(
+        ae,
+        parent,
+        serde_json::json!({
+            "DicomTlsEnabled": true,
+            "DicomTlsCertificate": cert,
+            "DicomTlsPrivateKey": key,
+            "DicomTlsTrustedCertificates": ca,
+            "DicomTlsRemoteCertificateRequired": false,
+        }),
+    );
+    let run = |o: &Orthanc, t: Option<NodeTls>| {
+        o.clear();
+        settle_disk();
+        let took = ours(files, o.dicom_port, ae, 4, t);
+        assert_eq!(
+            o.instances(),
+            files.len() as u64,
+            "Orthanc stored everything"
+        );
+        took
+    };
+    run(&plain, None);
+    run(&secure, Some(tls.clone()));
+    let (mut p, mut t) = (Vec::new(), Vec::new());
+    for _ in 0..runs.max(1) {
+        p.push(run(&plain, None));
+        t.push(run(&secure, Some(tls.clone())));
+    }
+    plain.clear();
+    secure.clear();
+    [(ORTHANC_PLAIN, "ours", p), (ORTHANC_TLS, "ours (TLS)", t)]
+        .into_iter()
+        .map(|(receiver, sender, times)| Row {
+            receiver,
+            sender: sender.to_owned(),
+            assoc: 4,
+            time: median(times.clone()),
+            runs: times,
+        })
+        .collect()
 }
 
 /// Plain and TLS rows for 1 and 4 associations; `ours(files, port, ae, n, tls)`
