@@ -28,9 +28,15 @@
 //! (4096 × 512 KiB ≈ 2 GiB), `QUICKACK_SO` (a prebuilt shim).
 //! `BENCH_SKIP_LIMIT=1` (no limit rows: the same files from a minimal Rust sender
 //! to a minimal Rust receiver answering 12 bytes each, the wire's ceiling).
+//! `BENCH_SKIP_TLS=1` (no DICOM TLS rows: ours over TLS into `storescp +tls`
+//! against ours in plain TCP, and the same into Orthanc with and without
+//! `DicomTlsEnabled`, `cstore_vs_peers/tls.rs`; `BENCH_SKIP_TLS_ORTHANC=1` for
+//! storescp's pair only).
 //! Results: stdout and `{target}/bench-results/cstore_vs_peers.md`.
 
 mod support;
+#[path = "cstore_vs_peers/tls.rs"]
+mod tls;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -57,6 +63,18 @@ const ORTHANC_AE: &str = "ORTHANC";
 /// includes reading each file's header (`Item::from_file`), as a stock
 /// sender's does.
 fn ours(files: &[PathBuf], port: u16, ae: &str, associations: u32, index: bool) -> Duration {
+    ours_over(files, port, ae, associations, index, None)
+}
+
+/// [`ours`], over DICOM TLS with `tls`.
+fn ours_over(
+    files: &[PathBuf],
+    port: u16,
+    ae: &str,
+    associations: u32,
+    index: bool,
+    tls: Option<laminate_config::NodeTls>,
+) -> Duration {
     let target = Target {
         node_id: "bench".into(),
         host: "127.0.0.1".into(),
@@ -64,6 +82,8 @@ fn ours(files: &[PathBuf], port: u16, ae: &str, associations: u32, index: bool) 
         called_ae: ae.into(),
         calling_ae: "BENCH".into(),
         max_associations: associations,
+        tls,
+        prefer_ts: None,
     };
     let read = || -> Vec<Item> {
         files
@@ -421,6 +441,40 @@ fn main() {
         }
     }
 
+    // DICOM TLS: ours over TLS against ours in plain TCP (issue 16); Orthanc's
+    // pair unless BENCH_SKIP_TLS_ORTHANC.
+    let wanted_orthanc_tls = !env_flag("BENCH_SKIP_TLS_ORTHANC");
+    if !env_flag("BENCH_SKIP_TLS") {
+        let mut tls_rows = tls::measure(&files, runs, SCP_AE, |f, port, ae, n, t| {
+            ours_over(f, port, ae, n, true, t)
+        });
+        if wanted_orthanc_tls {
+            tls_rows.extend(tls::measure_orthanc(
+                &files,
+                runs,
+                ORTHANC_AE,
+                work.path(),
+                |f, port, ae, n, t| ours_over(f, port, ae, n, true, t),
+            ));
+        }
+        for row in tls_rows {
+            report.line(format!(
+                "| {} | {} | {} | {:.2} | {} | {:.1} |",
+                row.receiver,
+                row.sender,
+                row.assoc,
+                row.time.as_secs_f64(),
+                row.runs
+                    .iter()
+                    .map(|t| format!("{:.2}", t.as_secs_f64()))
+                    .collect::<Vec<_>>()
+                    .join(" / "),
+                mb / row.time.as_secs_f64()
+            ));
+            rows.push(row);
+        }
+    }
+
     let rate = |rx: &str, sender: Sender| -> Option<f64> {
         let name = sender.name();
         rows.iter()
@@ -477,6 +531,30 @@ fn main() {
         0.95,
     );
 
+    for n in [1usize, 4] {
+        let of = |rx: &str| {
+            rows.iter()
+                .find(|r| r.receiver == rx && r.assoc == n)
+                .map(|r| mb / r.time.as_secs_f64())
+        };
+        ratio_line(
+            &format!("{n} assoc: ours over DICOM TLS vs ours in plain TCP (storescp --ignore)"),
+            of(tls::TLS_RECEIVER),
+            of(tls::PLAIN_RECEIVER),
+            0.7,
+        );
+    }
+    let orthanc = |rx: &str| {
+        rows.iter()
+            .find(|r| r.receiver == rx)
+            .map(|r| mb / r.time.as_secs_f64())
+    };
+    ratio_line(
+        "4 assoc: ours over DICOM TLS vs ours in plain TCP (Orthanc, storing)",
+        orthanc(tls::ORTHANC_TLS),
+        orthanc(tls::ORTHANC_PLAIN),
+        0.7,
+    );
     for n in [1u32, 4] {
         let limit = rows
             .iter()

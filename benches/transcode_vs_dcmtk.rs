@@ -127,6 +127,8 @@ fn ours(files: &[PathBuf], port: u16, associations: u32) -> Duration {
         called_ae: SCP_AE.into(),
         calling_ae: "BENCH".into(),
         max_associations: associations,
+        tls: None,
+        prefer_ts: None,
     };
     let stored = AtomicUsize::new(0);
     let failed = std::sync::Mutex::new(Vec::new());

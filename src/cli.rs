@@ -85,6 +85,8 @@ pub enum NodesCommand {
     List,
     /// Run a C-ECHO now and print the round trip.
     Echo { node_id: String },
+    /// Re-read node-settings.json now (a change is also noticed within seconds).
+    Reload,
 }
 
 /// How operator commands find the running appliance (same flags as `run`).
@@ -143,6 +145,18 @@ pub struct RunArgs {
     /// Forward the audit trail as RFC 5424 syslog over TCP to this collector (host:port).
     #[arg(long, env = "LAMINATE_PROXY_AUDIT_SYSLOG")]
     pub audit_syslog: Option<String>,
+    /// Ingest: a second listener speaking DICOM TLS, or `off`.
+    #[arg(long, env = "LAMINATE_PROXY_DICOM_TLS_ADDR", default_value = "off")]
+    pub dicom_tls_addr: String,
+    /// Ingest TLS: the listener's PEM certificate (chain).
+    #[arg(long, env = "LAMINATE_PROXY_DICOM_TLS_CERT")]
+    pub dicom_tls_cert: Option<PathBuf>,
+    /// Ingest TLS: the PEM private key of --dicom-tls-cert.
+    #[arg(long, env = "LAMINATE_PROXY_DICOM_TLS_KEY")]
+    pub dicom_tls_key: Option<PathBuf>,
+    /// Ingest TLS: PEM CA file; when set, senders must present a certificate it signed.
+    #[arg(long, env = "LAMINATE_PROXY_DICOM_TLS_CA")]
+    pub dicom_tls_ca: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -170,4 +184,8 @@ pub const ENV_VARS: &[&str] = &[
     "LAMINATE_PROXY_INGEST_ACCEPT_ANY_AE",
     "LAMINATE_PROXY_INGEST_MIN_FREE_BYTES",
     "LAMINATE_PROXY_AUDIT_SYSLOG",
+    "LAMINATE_PROXY_DICOM_TLS_ADDR",
+    "LAMINATE_PROXY_DICOM_TLS_CERT",
+    "LAMINATE_PROXY_DICOM_TLS_KEY",
+    "LAMINATE_PROXY_DICOM_TLS_CA",
 ];

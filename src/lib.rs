@@ -6,6 +6,7 @@
 //! - [`cli`]: subcommands, flags and environment variables.
 //! - [`demo`]: `laminate-proxy demo` — simulator, embedded PACS, synthetic study, the appliance.
 //! - [`run`]: `laminate-proxy run` — settings, config files, store, actors, HTTP, signals.
+//! - [`ingest_tls`]: the ingest SCP's DICOM TLS listener flags, checked before start.
 //! - [`doctor`]: `laminate-proxy doctor` — every check `run` depends on, one line each.
 //! - [`http`]: the local HTTP server (probes, JSON API, operator actions).
 //! - [`ops`]: operator commands against a running appliance (`healthcheck`, `nodes`).
@@ -16,6 +17,7 @@ pub mod cli;
 pub mod demo;
 pub mod doctor;
 pub mod http;
+pub mod ingest_tls;
 pub mod logging;
 pub mod ops;
 pub mod run;

@@ -37,11 +37,13 @@ pub fn settings_from(args: RunArgs) -> Result<Settings, Vec<String>> {
 }
 
 /// Ingest options that are not in the contract's settings table (docs/protocol.md).
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct IngestOptions {
     pub accept_any_called_ae: bool,
     /// `--ingest-min-free-bytes`: a fixed floor for the ingest SCP instead of `min_free_gb`.
     pub min_free_bytes: Option<u64>,
+    /// The DICOM TLS listener (`--dicom-tls-*`), when on.
+    pub tls: Option<laminate_actors::ingest::IngestTls>,
 }
 
 /// Audit trail options that are not in the contract's settings table.
@@ -63,17 +65,32 @@ impl AuditOptions {
 }
 
 pub fn main(args: RunArgs) -> ExitCode {
-    let ingest = IngestOptions {
+    let tls = crate::ingest_tls::validate(&crate::ingest_tls::IngestTlsArgs {
+        addr: args.dicom_tls_addr.clone(),
+        cert: args.dicom_tls_cert.clone(),
+        key: args.dicom_tls_key.clone(),
+        ca: args.dicom_tls_ca.clone(),
+    });
+    let mut ingest = IngestOptions {
         accept_any_called_ae: args.ingest_accept_any_ae,
         min_free_bytes: args.ingest_min_free_bytes,
+        tls: None,
     };
     let audit = AuditOptions::from_args(&args);
     let settings = settings_from(args);
-    let (settings, audit) = match (settings, audit) {
-        (Ok(s), Ok(a)) => (s, a),
-        (s, a) => {
-            let mut lines = s.err().unwrap_or_default();
-            lines.extend(a.err());
+    let (settings, audit) = match (settings, tls, audit) {
+        (Ok(s), Ok(tls), Ok(a)) if tls.is_none() || s.dicom_addr.is_some() => {
+            ingest.tls = tls;
+            (s, a)
+        }
+        (settings, tls, audit) => {
+            let mut lines = settings.err().unwrap_or_default();
+            match tls {
+                Err(more) => lines.extend(more),
+                Ok(Some(_)) if lines.is_empty() && audit.is_ok() => lines.push("--dicom-tls-addr (LAMINATE_PROXY_DICOM_TLS_ADDR) needs the ingest SCP: set --dicom-addr (LAMINATE_PROXY_DICOM_ADDR) to an address, not `off`".into()),
+                Ok(_) => {}
+            }
+            lines.extend(audit.err());
             for l in lines {
                 eprintln!("laminate-proxy: {l}");
             }
@@ -164,9 +181,10 @@ fn run(settings: Settings, ingest: IngestOptions, audit: AuditOptions) -> Result
             let mut opts = IngestSettings::new(addr, settings.ae_title.clone(), settings.data_dir.clone());
             opts.accept_any_called_ae = ingest.accept_any_called_ae;
             opts.min_free = Floor::live(running.disk.clone(), ingest.min_free_bytes);
+            opts.tls = ingest.tls.clone();
             let health = running.board.health.register("ingest");
             Some(IngestActor::start(health, opts, store.clone()).with_context(|| {
-                format!("--dicom-addr {addr} (LAMINATE_PROXY_DICOM_ADDR), or `off` to disable the ingest SCP")
+                format!("--dicom-addr {addr} (LAMINATE_PROXY_DICOM_ADDR) or --dicom-tls-addr (LAMINATE_PROXY_DICOM_TLS_ADDR), or `off` to disable them")
             })?)
         } else {
             None

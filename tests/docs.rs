@@ -293,7 +293,7 @@ fn request_for(doc_path: &str, dispatch: &str) -> (&'static str, String) {
     if let Some(q) = query.filter(|q| !q.is_empty() && !q.ends_with('=')) {
         url = format!("{url}?{q}");
     }
-    let action = ["/replay", "/cancel", "/echo"]
+    let action = ["/replay", "/cancel", "/echo", "/nodes/reload"]
         .iter()
         .any(|a| path.ends_with(a));
     (if action { "POST" } else { "GET" }, url)

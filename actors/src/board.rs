@@ -155,6 +155,8 @@ pub struct Board {
     proxy_status: Mutex<StatusFile>,
     config_rejections: Mutex<ConfigRejections>,
     unknown_config_keys: Mutex<Vec<String>>,
+    /// Why the current `node-settings.json` is not in force (cleared once one is).
+    node_settings_error: Mutex<Option<String>>,
     nodes: Mutex<Vec<Node>>,
     echoes: Mutex<BTreeMap<String, EchoView>>,
     last_workspace_id: Mutex<String>,
@@ -201,6 +203,14 @@ impl Board {
     }
 
     /// Keys of `proxy.json` this version does not know (kept, not used).
+    /// Why the file on disk is not the `node-settings.json` in force, if it is not.
+    pub fn node_settings_error(&self) -> Option<String> {
+        lock(&self.node_settings_error).clone()
+    }
+    pub fn set_node_settings_error(&self, why: Option<String>) {
+        *lock(&self.node_settings_error) = why;
+    }
+
     pub fn unknown_config_keys(&self) -> Vec<String> {
         lock(&self.unknown_config_keys).clone()
     }

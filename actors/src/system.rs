@@ -91,7 +91,7 @@ pub fn start(cfg: SystemConfig) -> Running {
         };
         let (hc, b) = (h.clone(), board.clone());
         let (nodes, settings, status) = (
-            loaded.nodes.nodes.clone(),
+            loaded.node_settings.apply(&loaded.nodes.nodes),
             loaded.settings.clone(),
             loaded.status.clone(),
         );

@@ -315,9 +315,14 @@ pub struct Orthanc {
 impl Orthanc {
     /// Storage under `parent` (the disk measured).
     pub fn start(ae: &str, parent: &Path) -> Orthanc {
+        Orthanc::start_with(ae, parent, json!({}))
+    }
+
+    /// [`Orthanc::start`] with more configuration keys (they win).
+    pub fn start_with(ae: &str, parent: &Path, extra: Value) -> Orthanc {
         let dir = tempfile::tempdir_in(parent).expect("tempdir");
         let (dicom_port, http_port) = (free_port(), free_port());
-        let cfg = json!({
+        let mut cfg = json!({
             "Name": "laminate-bench",
             "StorageDirectory": dir.path().join("db"),
             "IndexDirectory": dir.path().join("db"),
@@ -328,6 +333,9 @@ impl Orthanc {
             "AuthenticationEnabled": false,
             "Plugins": [],
         });
+        if let (Some(cfg), Some(extra)) = (cfg.as_object_mut(), extra.as_object()) {
+            cfg.extend(extra.clone());
+        }
         let cfg_path = dir.path().join("orthanc.json");
         std::fs::write(&cfg_path, cfg.to_string()).expect("config");
         let log = File::create(dir.path().join("orthanc.log")).expect("log");

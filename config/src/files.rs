@@ -13,6 +13,7 @@ use serde_json::Value;
 
 use crate::atomic::write_json_atomic;
 use crate::error::{join_problems, ConfigError, Problem};
+use crate::node_settings::{load_node_settings, NodeSettingsFile};
 use crate::nodes::{parse_nodes_file, NodesFile};
 use crate::proxy::{ProxyFile, ProxySettings};
 use crate::status::{parse_status_file, StatusFile};
@@ -35,9 +36,13 @@ pub struct LoadedConfig {
     pub settings: ProxySettings,
     /// `status.json`.
     pub status: StatusFile,
+    /// `node-settings.json` (empty when the site has none; never written here).
+    pub node_settings: NodeSettingsFile,
 }
 
-/// Loads the three files from `data_dir` (created if missing).
+/// Loads the three files from `data_dir` (created if missing), and the site's
+/// `node-settings.json` when there is one (an invalid one refuses the start like
+/// the others: the site meant TLS or a cap that would otherwise be ignored).
 ///
 /// Missing files get their defaults, which are then written atomically; this happens
 /// only once all three files have been read successfully, so a failed start leaves
@@ -70,6 +75,8 @@ pub fn load_config(data_dir: &Path) -> Result<LoadedConfig, ConfigError> {
     let status = read_json(&status_path)?
         .map(|v| parse_status_file(&v).map_err(|p| corrupt_problems(&status_path, &p)))
         .transpose()?;
+
+    let node_settings = load_node_settings(data_dir)?.unwrap_or_default();
 
     let nodes = match nodes {
         Some(n) => n,
@@ -110,6 +117,7 @@ pub fn load_config(data_dir: &Path) -> Result<LoadedConfig, ConfigError> {
         proxy,
         settings,
         status,
+        node_settings,
     })
 }
 

@@ -14,6 +14,8 @@
 //! - [`nodes`]: node definitions, their validation and applying `proxy.nodes_changed`.
 //! - [`proxy`]: runtime settings of `proxy.json` and merging `proxy.config_changed`.
 //! - [`status`]: the operational status of `status.json` and reading `proxy.status_changed`.
+//! - [`node_settings`]: the site's `node-settings.json` (TLS, caps, syntax), validated whole.
+//! - [`node_tls`]: DICOM TLS material read into rustls configurations.
 //! - [`files`]: loading the three files at start-up (defaults written, corrupt files kept) and saving them.
 //! - [`settings`]: validating the `run` settings and deriving the backend URLs, with the key redacted.
 //! - `value` (private): reading integers and describing wrong values in untrusted JSON.
@@ -25,6 +27,8 @@ pub mod ae_title;
 pub mod atomic;
 pub mod error;
 pub mod files;
+pub mod node_settings;
+pub mod node_tls;
 pub mod nodes;
 pub mod proxy;
 pub mod settings;
@@ -38,6 +42,11 @@ pub use files::{
     load_config, save_nodes, save_proxy, save_status, LoadedConfig, NODES_FILE, PROXY_FILE,
     STATUS_FILE,
 };
+pub use node_settings::{
+    load_node_settings, node_settings_stamp, parse_node_settings, NodeSettings, NodeSettingsFile,
+    PreferredSyntax, NODE_SETTINGS_FILE,
+};
+pub use node_tls::{load_client_tls, load_server_tls, NodeTls, TlsMaterialError};
 pub use nodes::{
     apply_nodes_change, parse_node, parse_nodes_file, validate_nodes, Node, NodeAction, NodesDiff,
     NodesFile, DEFAULT_MAX_ASSOCIATIONS,

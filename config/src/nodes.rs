@@ -68,13 +68,21 @@ pub struct Node {
     /// Fields this version does not know, kept so that writing the file back loses nothing.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
+    /// The site's own settings for this node (`node-settings.json`), attached by
+    /// the config actor; never part of `nodes.json`.
+    #[serde(skip)]
+    pub site: Option<std::sync::Arc<crate::node_settings::NodeSettings>>,
 }
 
 impl Node {
-    /// The number of parallel associations to use: the configured value or
-    /// [`DEFAULT_MAX_ASSOCIATIONS`].
+    /// The number of parallel associations to use: the site's (`node-settings.json`),
+    /// else the backend's, else [`DEFAULT_MAX_ASSOCIATIONS`].
     pub fn max_associations(&self) -> u32 {
-        self.max_associations.unwrap_or(DEFAULT_MAX_ASSOCIATIONS)
+        self.site
+            .as_ref()
+            .and_then(|s| s.max_associations)
+            .or(self.max_associations)
+            .unwrap_or(DEFAULT_MAX_ASSOCIATIONS)
     }
 
     /// The calling AE title to present to this node: its `calling_ae_title`, or the
@@ -466,6 +474,7 @@ pub fn parse_node(v: &Value, index: usize) -> Result<Node, Vec<Problem>> {
             max_associations: max_associations.map(|m| u32::try_from(m).unwrap_or(u32::MAX)),
             calling_ae_title,
             extra,
+            site: None,
         }),
         _ => Err(f.problems),
     }

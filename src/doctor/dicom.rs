@@ -1,6 +1,6 @@
 //! The doctor's DICOM checks: each active node of `nodes.json` (TCP connect,
-//! then an association and a C-ECHO with the node's AE titles, as the node
-//! monitor does), and whether the ingest SCP's `--dicom-addr` can be bound.
+//! then an association and a C-ECHO with the node's AE titles, over TLS where
+//! `node-settings.json` sets it, as the node monitor does), and whether the ingest SCP's `--dicom-addr` can be bound.
 
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::time::Duration;
@@ -52,13 +52,20 @@ fn node(r: &mut Report, n: &Node, appliance_ae: &str) {
         r.fail(check, format!("{at}: TCP connect failed: {e}"), ADDRESS_FIX);
         return;
     }
-    match c_echo(&n.host, n.port, &n.ae_title, calling) {
+    let tls = n.site.as_ref().and_then(|s| s.tls.as_ref());
+    let over = if tls.is_some() { ", TLS" } else { "" };
+    match c_echo(&n.host, n.port, &n.ae_title, calling, tls) {
         Ok(rtt) => r.ok(
             check,
             format!(
-                "{at}: TCP connect, association and C-ECHO ok in {:.1} ms (calling AE {calling})",
+                "{at}: TCP connect{over}, association and C-ECHO ok in {:.1} ms (calling AE {calling})",
                 rtt.as_secs_f64() * 1000.0
             ),
+        ),
+        Err(e @ EchoError::Association(_)) if tls.is_some() && e.to_string().contains("TLS") => r.fail(
+            check,
+            format!("{at}: TCP connect ok, {e}"),
+            "check node-settings.json's tls for this node: ca_file must hold the CA that signed the PACS's certificate, the certificate must name the host (or set verify_hostname false), and the PACS must accept this appliance's client certificate",
         ),
         Err(e @ EchoError::Association(_)) => r.fail(
             check,
@@ -111,7 +118,8 @@ pub fn dicom_port(r: &mut Report, addr: SocketAddr, ae_title: &str, appliance_ru
                 return;
             }
             let to = reachable(addr);
-            let answers = c_echo(&to.ip().to_string(), to.port(), ae_title, DOCTOR_AE).is_ok();
+            let answers =
+                c_echo(&to.ip().to_string(), to.port(), ae_title, DOCTOR_AE, None).is_ok();
             let by = if answers {
                 "another DICOM service (it answers C-ECHO)"
             } else {

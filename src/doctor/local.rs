@@ -54,6 +54,7 @@ fn config_files(r: &mut Report, dir: &Path) -> ConfigFiles {
             Some(Err(problems)) => r.fail(NODES_FILE, joined(&problems), KEPT),
         }
     }
+    site_settings(r, dir, &mut out.nodes);
     if let Some(v) = read(r, dir, PROXY_FILE) {
         match v.map(ProxyFile::from_value) {
             None => r.ok(PROXY_FILE, "not there yet (`run` writes the defaults)"),
@@ -139,6 +140,32 @@ fn joined(problems: &[laminate_config::Problem]) -> String {
 
 fn is_missing(e: &std::io::Error) -> bool {
     matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory)
+}
+
+/// `node-settings.json` as `run` reads it (TLS files loaded); its settings are
+/// attached to the nodes so that their checks use TLS where it is set.
+fn site_settings(r: &mut Report, dir: &Path, nodes: &mut Option<NodesFile>) {
+    match laminate_config::load_node_settings(dir) {
+        Ok(None) => r.ok(
+            laminate_config::NODE_SETTINGS_FILE,
+            "none (every node plain TCP with the backend's settings)",
+        ),
+        Ok(Some(f)) => {
+            let tls = f.nodes.values().filter(|s| s.tls.is_some()).count();
+            r.ok(
+                laminate_config::NODE_SETTINGS_FILE,
+                format!("valid: {} nodes, {tls} with TLS", f.nodes.len()),
+            );
+            if let Some(n) = nodes {
+                n.nodes = f.apply(&n.nodes);
+            }
+        }
+        Err(e) => r.fail(
+            laminate_config::NODE_SETTINGS_FILE,
+            e.to_string(),
+            "fix the file (a running appliance keeps its previous settings; `run` refuses to start with it)",
+        ),
+    }
 }
 
 /// The data dir, its config files, the disk under it, the store and the index;
@@ -427,6 +454,30 @@ mod tests {
     }
 
     #[test]
+    fn an_invalid_node_settings_file_fails_with_its_problem() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let path = tmp.path().join(laminate_config::NODE_SETTINGS_FILE);
+        fs::write(&path, br#"{"node_1": {"max_associations": 0}}"#).expect("write");
+        let mut r = quiet();
+        config_files(&mut r, tmp.path());
+        let line = r
+            .lines()
+            .iter()
+            .find(|l| l.check == laminate_config::NODE_SETTINGS_FILE)
+            .expect("a node-settings line");
+        assert_eq!(line.outcome, Outcome::Fail);
+        assert!(
+            line.found.contains("node_1.max_associations"),
+            "{}",
+            line.found
+        );
+        assert_eq!(
+            fs::read(&path).expect("read"),
+            br#"{"node_1": {"max_associations": 0}}"#
+        );
+    }
+
+    #[test]
     fn config_files_are_validated_without_being_written() {
         let tmp = tempfile::tempdir().expect("tempdir");
         fs::write(
@@ -446,6 +497,7 @@ mod tests {
             outcomes,
             [
                 (NODES_FILE, Outcome::Ok),
+                (laminate_config::NODE_SETTINGS_FILE, Outcome::Ok),
                 (PROXY_FILE, Outcome::Fail),
                 (STATUS_FILE, Outcome::Fail)
             ]

@@ -228,6 +228,12 @@ pub fn main(args: RunArgs) -> ExitCode {
 /// Runs every check in order and prints each line as it is known.
 pub fn check_all(args: RunArgs) -> Report {
     let audit_syslog = args.audit_syslog.clone().filter(|s| !s.trim().is_empty());
+    let ingest_tls = crate::ingest_tls::IngestTlsArgs {
+        addr: args.dicom_tls_addr.clone(),
+        cert: args.dicom_tls_cert.clone(),
+        key: args.dicom_tls_key.clone(),
+        ca: args.dicom_tls_ca.clone(),
+    };
     let raw = raw_settings(args);
     let secret = raw.proxy_key.clone().and_then(|k| ProxyKey::new(k).ok());
     let mut r = Report::new(secret);
@@ -254,6 +260,31 @@ pub fn check_all(args: RunArgs) -> Report {
             Inputs::from_raw(&raw)
         }
     };
+
+    match crate::ingest_tls::validate(&ingest_tls) {
+        Ok(None) => {}
+        Ok(Some(t)) => r.ok(
+            "dicom tls",
+            format!(
+                "ingest TLS listener {}: certificate and key load{}",
+                t.addr,
+                if ingest_tls.ca.is_some() {
+                    ", client certificates required"
+                } else {
+                    ""
+                }
+            ),
+        ),
+        Err(problems) => {
+            for p in problems {
+                r.fail(
+                    "dicom tls",
+                    p,
+                    "fix the --dicom-tls-* settings (PEM files readable by the appliance's user)",
+                );
+            }
+        }
+    }
 
     let mut nodes = None;
     if let Some(dir) = &inputs.data_dir {

@@ -127,6 +127,30 @@ pub fn node_json(board: &Board, n: &Node) -> Value {
         "last_echo_error": echo.last_error,
         "in_flight": board.sent.in_flight(&n.node_id),
         "sender": sender_json(board, n),
+        "tls": n.site.as_ref().is_some_and(|s| s.tls.is_some()),
+        "site_settings": site_json(n),
+        // The file on disk was rejected: `site_settings` are the previous ones.
+        "node_settings_error": board.node_settings_error(),
+    })
+}
+
+/// The node's settings from the site's `node-settings.json`, `null` when it has none.
+fn site_json(n: &Node) -> Value {
+    let Some(s) = &n.site else {
+        return Value::Null;
+    };
+    json!({
+        "tls": s.tls.as_ref().map(|t| json!({
+            "ca_file": t.ca_file,
+            "cert_file": t.cert_file,
+            "key_file": t.key_file,
+            "verify_hostname": t.verify_hostname,
+            "mutual": t.cert_file.is_some(),
+        })),
+        "storage_commitment": s.storage_commitment,
+        "commitment_timeout_s": s.commitment_timeout_s,
+        "max_associations": s.max_associations,
+        "prefer_transfer_syntax": s.prefer_transfer_syntax.as_str(),
     })
 }
 

@@ -61,6 +61,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/api/actors", web::get().to(api::actors))
         .route("/api/nodes", web::get().to(api::nodes))
         .route("/api/nodes/{id}/echo", web::post().to(actions::echo_node))
+        .route(
+            "/api/nodes/reload",
+            web::post().to(actions::reload_node_settings),
+        )
         .route("/api/sessions", web::get().to(api::sessions))
         .route("/api/audit", web::get().to(audit::audit))
         .route("/api/dispatches", web::get().to(dispatches::list))

@@ -200,12 +200,22 @@
     if (s.last_error) box.appendChild(el("span", { "class": "error" }, el("br"), s.last_error));
     return box;
   }
+  function siteLine(s, rejected) {
+    var why = rejected ? el("small", { "class": "error" }, "node-settings.json rejected, previous settings kept: " + rejected) : null;
+    if (!s) return why ? el("span", null, el("br"), why) : null;
+    var parts = [s.tls ? (s.tls.mutual ? "TLS, mutual" : "TLS") : "plain TCP"];
+    if (typeof s.max_associations === "number") parts.push("max " + s.max_associations + " associations");
+    if (s.prefer_transfer_syntax && s.prefer_transfer_syntax !== "as-is") parts.push("always " + s.prefer_transfer_syntax);
+    if (s.storage_commitment) parts.push("storage commitment");
+    return el("span", null, el("br"), el("small", { "class": "site" }, "site: " + parts.join(" · ")),
+      why ? el("br") : null, why);
+  }
   function nodeRow(n) {
     var id = text(n.node_id);
     var rtt = typeof n.echo_rtt_ms === "number" ? n.echo_rtt_ms.toFixed(1) + " ms" : "–";
     return el("tr", { "data-node": id },
       el("td", null, id, el("br"), el("small", null, text(n.name))),
-      el("td", null, text(n.ae_title) + " @ " + text(n.host) + ":" + text(n.port)),
+      el("td", null, text(n.ae_title) + " @ " + text(n.host) + ":" + text(n.port), siteLine(n.site_settings, n.node_settings_error)),
       el("td", null, text(n.is_active)),
       el("td", { "class": "online-" + !!n.online }, n.online ? "online" : "offline"),
       el("td", null, text(n.last_echo_at)),

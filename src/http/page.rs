@@ -490,6 +490,42 @@ fn actor_row(h: &mut String, a: &Value) {
     );
 }
 
+/// The site's settings for a node (`node-settings.json`) in one line, if any.
+fn site_line(s: &Value, rejected: &Value) -> String {
+    let rejected = match rejected.as_str() {
+        Some(why) => format!(
+            r#"<br><small class="error">node-settings.json rejected, previous settings kept: {}</small>"#,
+            esc(why)
+        ),
+        None => String::new(),
+    };
+    if s.is_null() {
+        return rejected;
+    }
+    let mut parts = Vec::new();
+    match &s["tls"] {
+        Value::Null => parts.push("plain TCP".to_owned()),
+        t if t["mutual"] == true => parts.push("TLS, mutual".to_owned()),
+        _ => parts.push("TLS".to_owned()),
+    }
+    if let Some(m) = s["max_associations"].as_u64() {
+        parts.push(format!("max {m} associations"));
+    }
+    if let Some(ts) = s["prefer_transfer_syntax"]
+        .as_str()
+        .filter(|t| *t != "as-is")
+    {
+        parts.push(format!("always {ts}"));
+    }
+    if s["storage_commitment"] == true {
+        parts.push("storage commitment".to_owned());
+    }
+    format!(
+        r#"<br><small class="site">site: {}</small>{rejected}"#,
+        esc(&parts.join(" · "))
+    )
+}
+
 /// A node's sender pool in one line: associations, queue, how instances went.
 fn sender_line(s: &Value) -> String {
     let err = s["last_error"]
@@ -517,7 +553,7 @@ fn node_row(h: &mut String, n: &Value, spark: &str, acts: &Actions<'_>) {
         .unwrap_or_else(|| "–".into());
     let _ = write!(
         h,
-        r#"<tr data-node="{id}"><td>{id}<br><small>{name}</small></td><td>{ae} @ {host}:{port}</td><td>{active}</td><td class="online-{online}">{online_text}</td><td>{last}</td><td>{rtt}</td><td class="error">{err}</td><td>{inflight}{sender}</td><td class="spark" data-chart="node">{spark}</td><td>"#,
+        r#"<tr data-node="{id}"><td>{id}<br><small>{name}</small></td><td>{ae} @ {host}:{port}{site}</td><td>{active}</td><td class="online-{online}">{online_text}</td><td>{last}</td><td>{rtt}</td><td class="error">{err}</td><td>{inflight}{sender}</td><td class="spark" data-chart="node">{spark}</td><td>"#,
         id = esc(&id),
         name = esc(&text(&n["name"])),
         ae = esc(&text(&n["ae_title"])),
@@ -530,6 +566,7 @@ fn node_row(h: &mut String, n: &Value, spark: &str, acts: &Actions<'_>) {
         err = esc(n["last_echo_error"].as_str().unwrap_or("")),
         inflight = esc(&text(&n["in_flight"])),
         sender = sender_line(&n["sender"]),
+        site = site_line(&n["site_settings"], &n["node_settings_error"]),
         spark = spark,
     );
     acts.form(

@@ -123,6 +123,22 @@ pub fn nodes(cmd: NodesCommand, api: LocalApiArgs) -> ExitCode {
                     }
                 })
         }
+        NodesCommand::Reload => api.post("/api/nodes/reload").and_then(|(code, body)| {
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            match code {
+                200 => {
+                    println!(
+                        "node-settings.json applied: settings for {} nodes",
+                        v["nodes"]
+                    );
+                    Ok(())
+                }
+                _ => Err(format!(
+                    "{code}: {}",
+                    v["error"].as_str().unwrap_or(body.trim())
+                )),
+            }
+        }),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

@@ -21,10 +21,13 @@ pub type LogLevelHook = Arc<dyn Fn(&str) + Send + Sync>;
 
 pub struct ConfigActor {
     health: ActorHealth,
-    board: SharedBoard,
-    peers: PeersCell,
-    data_dir: PathBuf,
-    current: LoadedConfig,
+    pub(super) board: SharedBoard,
+    pub(super) peers: PeersCell,
+    pub(super) data_dir: PathBuf,
+    /// Raw files as on disk; nodes are published with `node_settings` applied.
+    pub(super) current: LoadedConfig,
+    /// What `node-settings.json` looked like when last read (`site.rs`).
+    pub(super) site_stamp: Option<(std::time::SystemTime, u64)>,
     log_level_hook: Option<LogLevelHook>,
 }
 
@@ -37,19 +40,20 @@ impl ConfigActor {
         current: LoadedConfig,
         log_level_hook: Option<LogLevelHook>,
     ) -> Self {
-        board.set_nodes(current.nodes.nodes.clone());
+        board.set_nodes(current.node_settings.apply(&current.nodes.nodes));
         board.set_proxy_status(current.status.clone());
         Self {
             health,
             board,
             peers,
+            site_stamp: laminate_config::node_settings_stamp(&data_dir),
             data_dir,
             current,
             log_level_hook,
         }
     }
 
-    fn reject(&self, event_type: &str, why: String) {
+    pub(super) fn reject(&self, event_type: &str, why: String) {
         let msg = format!("{event_type} rejected: {why}");
         tracing::error!(error = %msg, "configuration change rejected; the current configuration stays in force");
         self.board
@@ -61,7 +65,7 @@ impl ConfigActor {
             apply_nodes_change(&self.current.nodes, payload).map_err(|e| e.to_string())?;
         save_nodes(&self.data_dir, &nodes).map_err(|e| e.to_string())?;
         self.current.nodes = nodes;
-        let list = Arc::new(self.current.nodes.nodes.clone());
+        let list = Arc::new(self.current.node_settings.apply(&self.current.nodes.nodes));
         self.board.set_nodes(list.as_ref().clone());
         tracing::info!(added = ?diff.added, removed = ?diff.removed, updated = ?diff.updated, "nodes changed");
         if let Some(peers) = self.peers.get() {
@@ -115,8 +119,9 @@ impl ConfigActor {
 
 impl Actor for ConfigActor {
     type Context = Context<Self>;
-    fn started(&mut self, _: &mut Context<Self>) {
+    fn started(&mut self, ctx: &mut Context<Self>) {
         self.health.set_state(ActorState::Running);
+        ctx.run_interval(super::site::POLL_EVERY, |a, _| a.poll_site());
     }
     fn stopped(&mut self, _: &mut Context<Self>) {
         self.health.set_state(ActorState::Stopped);

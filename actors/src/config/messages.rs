@@ -13,7 +13,13 @@ use crate::health::HandlerFailed;
 #[rtype(result = "Result<(), HandlerFailed>")]
 pub struct ConfigEventReceived(pub Incoming);
 
-/// Published: the node list changed.
+/// Re-read `node-settings.json` now (`laminate-proxy nodes reload`); answers the
+/// number of nodes it configures, or why it was rejected.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<usize, String>")]
+pub struct NodeSettingsReloadRequested;
+
+/// Published: the node list changed (or the site settings attached to it).
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "()")]
 pub struct NodesUpdated {

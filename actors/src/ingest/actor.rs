@@ -58,6 +58,26 @@ pub struct IngestSettings {
     /// Simultaneous associations; more are rejected (transient, local limit
     /// exceeded) so the sender retries later.
     pub max_associations: usize,
+    /// A second listener speaking DICOM TLS (`--dicom-tls-addr`), sharing the
+    /// association cap and everything else with the plain one.
+    pub tls: Option<IngestTls>,
+}
+
+/// The ingest SCP's TLS listener.
+#[derive(Clone)]
+pub struct IngestTls {
+    /// Where to listen (`--dicom-tls-addr`).
+    pub addr: SocketAddr,
+    /// Certificate, key and, with `--dicom-tls-ca`, required client certificates.
+    pub config: Arc<rustls::ServerConfig>,
+}
+
+impl std::fmt::Debug for IngestTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IngestTls")
+            .field("addr", &self.addr)
+            .finish()
+    }
 }
 
 impl IngestSettings {
@@ -74,6 +94,7 @@ impl IngestSettings {
             data_dir: data_dir.into(),
             min_free: Floor::fixed(DEFAULT_MIN_FREE_BYTES),
             max_associations: DEFAULT_MAX_ASSOCIATIONS,
+            tls: None,
         }
     }
 }
@@ -100,6 +121,8 @@ pub struct IngestHandle {
     pub mailbox: Mailbox<IngestActor>,
     /// The address actually bound (the port, when `addr` asked for port 0).
     pub local_addr: SocketAddr,
+    /// The TLS listener's, when there is one.
+    pub tls_local_addr: Option<SocketAddr>,
 }
 
 pub struct IngestActor {
@@ -110,6 +133,8 @@ pub struct IngestActor {
     /// Bound once in [`IngestActor::start`] and kept across restarts, so a
     /// restart never loses the port; each incarnation accepts on a clone.
     listener: std::net::TcpListener,
+    /// The TLS listener, likewise.
+    tls_listener: Option<std::net::TcpListener>,
     /// One permit per running association; outlives restarts with the actor.
     slots: Arc<Semaphore>,
     /// Every association, whichever incarnation accepted it; for the shutdown.
@@ -144,6 +169,22 @@ impl IngestActor {
         let listener = std::net::TcpListener::bind(settings.addr).map_err(bind_err)?;
         let local_addr = listener.local_addr().map_err(bind_err)?;
         tracing::info!(addr = %local_addr, ae_title = %settings.ae_title, "DICOM ingest listening");
+        let tls_listener = match &settings.tls {
+            Some(t) => {
+                let tls_err = |source| IngestError::Bind {
+                    addr: t.addr,
+                    source,
+                };
+                let l = std::net::TcpListener::bind(t.addr).map_err(tls_err)?;
+                tracing::info!(addr = %l.local_addr().map_err(tls_err)?, "DICOM TLS ingest listening");
+                Some(l)
+            }
+            None => None,
+        };
+        let tls_local_addr = match &tls_listener {
+            Some(l) => Some(l.local_addr().map_err(bind_err)?),
+            None => None,
+        };
         let slots = Arc::new(Semaphore::new(settings.max_associations.max(1)));
         let h = health.clone();
         let addr = Supervisor::start(move |_| IngestActor {
@@ -152,6 +193,7 @@ impl IngestActor {
             store,
             dirs,
             listener,
+            tls_listener,
             slots,
             drain: Arc::new(Drain::new()),
             accepting: None,
@@ -161,19 +203,26 @@ impl IngestActor {
         Ok(IngestHandle {
             mailbox: Mailbox::new(addr, health),
             local_addr,
+            tls_local_addr,
         })
     }
 
-    /// Arms the accept loop on a clone of the listening socket.
+    /// Arms the accept loops on clones of the listening sockets.
     fn listen(&mut self, ctx: &mut Context<Self>) {
         if self.drain.is_draining() {
             return;
         }
-        let armed = self.listener.try_clone().and_then(|l| {
-            l.set_nonblocking(true)?;
-            tokio::net::TcpListener::from_std(l)
+        let arm = |l: &std::net::TcpListener| {
+            l.try_clone().and_then(|l| {
+                l.set_nonblocking(true)?;
+                tokio::net::TcpListener::from_std(l)
+            })
+        };
+        let armed = arm(&self.listener).and_then(|plain| {
+            let tls = self.tls_listener.as_ref().map(arm).transpose()?;
+            Ok((plain, tls))
         });
-        let listener = match armed {
+        let (listener, tls_listener) = match armed {
             Ok(l) => l,
             Err(e) => {
                 let msg = format!("cannot accept DICOM connections: {e}");
@@ -184,15 +233,37 @@ impl IngestActor {
                 return;
             }
         };
-        let shared = Arc::new(Shared {
-            options: scp::options(&self.settings),
-            dirs: self.dirs.clone(),
-            store: self.store.clone(),
-            min_free: self.settings.min_free.clone(),
-            events: Mailbox::new(ctx.address(), self.health.clone()),
-            drain: self.drain.clone(),
+        let shared = |options, tls| {
+            Arc::new(Shared {
+                options,
+                dirs: self.dirs.clone(),
+                store: self.store.clone(),
+                min_free: self.settings.min_free.clone(),
+                events: Mailbox::new(ctx.address(), self.health.clone()),
+                drain: self.drain.clone(),
+                tls,
+            })
+        };
+        let plain = shared(scp::options(&self.settings), false);
+        let secure = self.settings.tls.as_ref().map(|t| {
+            shared(
+                scp::options(&self.settings).tls_config(t.config.clone()),
+                true,
+            )
         });
-        let accepting = accept_loop(listener, shared, self.slots.clone(), self.health.clone());
+        let (slots, health) = (self.slots.clone(), self.health.clone());
+        let tls_loop = tls_listener
+            .zip(secure)
+            .map(|(l, shared)| accept_loop(l, shared, slots.clone(), health.clone()));
+        let accepting = async move {
+            let plain = accept_loop(listener, plain, slots, health);
+            match tls_loop {
+                Some(tls) => {
+                    futures_util::future::join(plain, tls).await;
+                }
+                None => plain.await,
+            }
+        };
         self.accepting = Some(ctx.spawn(accepting.into_actor(self)));
         self.health.set_state(ActorState::Running);
     }
@@ -216,6 +287,10 @@ async fn accept_loop(
         };
         match slots.clone().try_acquire_owned() {
             Ok(permit) => run_association(stream, peer, shared.clone(), permit, health.clone()),
+            // A TLS peer could not read a plain rejection: it is just closed.
+            Err(_) if shared.tls => {
+                tracing::warn!(%peer, "association limit reached; closing the TLS connection");
+            }
             Err(_) => {
                 tracing::warn!(%peer, "association limit reached; rejecting");
                 actix_rt::spawn(reject_busy(stream));

@@ -8,7 +8,8 @@
 //! peers open), `{data_dir}/storage/` (write) and the store's catalog.
 //!
 //! # Pieces
-//! - `actor.rs`: [`IngestActor`], supervised; binds the listener once at
+//! - `actor.rs`: [`IngestActor`], supervised; binds the listener (and the
+//!   DICOM TLS one, `--dicom-tls-addr`, sharing everything else) once at
 //!   [`IngestActor::start`], accepts, caps simultaneous associations
 //!   (A-ASSOCIATE-RJ transient beyond the cap) and starts one thread per
 //!   association. Logs [`InstanceIngested`] events.
@@ -70,7 +71,7 @@ mod writer;
 mod tests;
 
 pub use actor::{
-    IngestActor, IngestError, IngestHandle, IngestSettings, DEFAULT_MAX_ASSOCIATIONS,
+    IngestActor, IngestError, IngestHandle, IngestSettings, IngestTls, DEFAULT_MAX_ASSOCIATIONS,
     DEFAULT_MIN_FREE_BYTES,
 };
 pub use messages::{IngestShutdownRequested, InstanceIngested};

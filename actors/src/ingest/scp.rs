@@ -21,8 +21,10 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::Duration;
 
-use dicom_ul::association::server::{AccessControl, DefaultNegotiation};
-use dicom_ul::association::Association;
+use std::io::{Read, Write};
+
+use dicom_ul::association::server::{AccessControl, DefaultNegotiation, ServerAssociation};
+use dicom_ul::association::{Association, CloseSocket};
 use dicom_ul::pdu::{
     AssociationRJServiceUserReason, PDataValueType, Pdu, PresentationContextResultReason,
     UserIdentity,
@@ -100,6 +102,8 @@ pub struct Shared {
     pub min_free: crate::disk::Floor,
     pub events: Mailbox<IngestActor>,
     pub drain: Arc<Drain>,
+    /// The TLS listener's associations (`options` carries its configuration).
+    pub tls: bool,
 }
 
 /// Why an association ended.
@@ -113,17 +117,49 @@ enum End {
     Violation(String),
 }
 
-/// Serves one connection until release, abort, error or idle timeout.
+/// The TCP socket under an association's stream (plain or TLS), for quick ACKs.
+pub(crate) trait Socket: Read + Write + CloseSocket {
+    fn tcp(&self) -> &TcpStream;
+}
+
+impl Socket for TcpStream {
+    fn tcp(&self) -> &TcpStream {
+        self
+    }
+}
+
+impl Socket for rustls::StreamOwned<rustls::ServerConnection, TcpStream> {
+    fn tcp(&self) -> &TcpStream {
+        &self.sock
+    }
+}
+
+/// Serves one connection until release, abort, error or idle timeout; over
+/// DICOM TLS when this is the TLS listener's (`shared.tls`).
 pub fn serve(stream: TcpStream, peer: SocketAddr, shared: &Shared) {
     // Lent to the drain while waiting between requests (see drain.rs).
     let lent = stream.try_clone().ok();
-    let mut assoc = match shared.options.establish(stream) {
-        Ok(a) => a,
-        Err(e) => {
-            tracing::info!(%peer, error = %e, "association not established");
-            return;
+    if shared.tls {
+        match shared.options.establish_tls(stream) {
+            Ok(assoc) => serve_on(assoc, lent, peer, shared),
+            Err(e) => {
+                tracing::info!(%peer, error = %crate::send::chain(&e), "TLS association not established");
+            }
         }
-    };
+    } else {
+        match shared.options.establish(stream) {
+            Ok(assoc) => serve_on(assoc, lent, peer, shared),
+            Err(e) => tracing::info!(%peer, error = %e, "association not established"),
+        }
+    }
+}
+
+fn serve_on<S: Socket>(
+    mut assoc: ServerAssociation<S>,
+    lent: Option<TcpStream>,
+    peer: SocketAddr,
+    shared: &Shared,
+) {
     let calling_ae = assoc.peer_ae_title().trim().to_owned();
     // The negotiated list includes the contexts we rejected: keep the accepted ones.
     let contexts: HashMap<u8, String> = assoc
@@ -153,7 +189,7 @@ pub fn serve(stream: TcpStream, peer: SocketAddr, shared: &Shared) {
         }
         // Linux drops quick-ACK mode on its own; re-arm it before each read so
         // a sender with Nagle on never waits for our delayed ACK (best effort).
-        let _ = SockRef::from(&*assoc.inner_stream()).set_tcp_quickack(true);
+        let _ = SockRef::from(assoc.inner_stream().tcp()).set_tcp_quickack(true);
         let received = pdus.read(assoc.inner_stream());
         if waiting && !member.busy() {
             // Woken by the drain, or a request that came as it started: that

@@ -25,6 +25,11 @@ pub(crate) fn target_of(node: &Node, appliance_ae: &str) -> Target {
         called_ae: node.ae_title.clone(),
         calling_ae: node.calling_ae(appliance_ae).to_owned(),
         max_associations: node.max_associations(),
+        tls: node.site.as_ref().and_then(|s| s.tls.clone()),
+        prefer_ts: node
+            .site
+            .as_ref()
+            .and_then(|s| s.prefer_transfer_syntax.uid().map(str::to_owned)),
     }
 }
 

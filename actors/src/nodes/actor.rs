@@ -77,7 +77,14 @@ async fn run_echo(
 ) -> EchoResult {
     let n = node.clone();
     let outcome = tokio::task::spawn_blocking(move || {
-        c_echo(&n.host, n.port, &n.ae_title, n.calling_ae(&appliance_ae))
+        let tls = n.site.as_ref().and_then(|s| s.tls.as_ref());
+        c_echo(
+            &n.host,
+            n.port,
+            &n.ae_title,
+            n.calling_ae(&appliance_ae),
+            tls,
+        )
     })
     .await;
     let now_ms = crate::clock::now_ms();

@@ -1,11 +1,15 @@
-//! One C-ECHO over a fresh association (blocking; call it on a blocking thread).
+//! One C-ECHO over a fresh association, plain or DICOM TLS as the node is set up
+//! (blocking; call it on a blocking thread).
 
 use std::time::{Duration, Instant};
 
-use dicom_ul::association::client::ClientAssociationOptions;
+use dicom_ul::association::client::{ClientAssociation, ClientAssociationOptions};
+use dicom_ul::association::{CloseSocket, Error as UlError};
 use dicom_ul::pdu::Pdu;
+use laminate_config::NodeTls;
 
 use crate::dimse::{self, C_ECHO_RSP, VERIFICATION_SOP_CLASS};
+use crate::send::chain;
 
 /// Connect, read and write deadline of an echo.
 pub const ECHO_TIMEOUT: Duration = Duration::from_secs(5);
@@ -24,25 +28,62 @@ pub enum EchoError {
     Status(u16),
 }
 
-/// Runs a C-ECHO against `host:port` and returns the round trip of the whole
-/// exchange (association, echo, release).
+/// Runs a C-ECHO against `host:port` (over DICOM TLS with `tls`) and returns the
+/// round trip of the whole exchange (association, echo, release).
 pub fn c_echo(
     host: &str,
     port: u16,
     called_ae: &str,
     calling_ae: &str,
+    tls: Option<&NodeTls>,
 ) -> Result<Duration, EchoError> {
     let started = Instant::now();
-    let addr = format!("{host}:{port}");
-    let mut assoc = ClientAssociationOptions::new()
+    let options = ClientAssociationOptions::new()
         .calling_ae_title(calling_ae)
         .called_ae_title(called_ae)
         .with_abstract_syntax(VERIFICATION_SOP_CLASS)
         .connection_timeout(ECHO_TIMEOUT)
         .read_timeout(ECHO_TIMEOUT)
-        .write_timeout(ECHO_TIMEOUT)
-        .establish(addr.as_str())
-        .map_err(|e| EchoError::Association(e.to_string()))?;
+        .write_timeout(ECHO_TIMEOUT);
+    match tls {
+        None => {
+            let assoc = options
+                .establish((host, port))
+                .map_err(|e| EchoError::Association(chain(&e)))?;
+            exchange(assoc)?;
+        }
+        Some(tls) => {
+            let assoc = options
+                .tls_config(tls.config.clone())
+                .server_name(host)
+                .establish_tls((host, port))
+                .map_err(|e| match e {
+                    UlError::TlsConnection { .. }
+                    | UlError::TlsHandshake { .. }
+                    | UlError::InvalidServerName { .. } => {
+                        let where_ = format!("{called_ae}@{host}:{port}");
+                        EchoError::Association(crate::send::tls_failure(&where_, &chain(&e)))
+                    }
+                    other => {
+                        let detail = chain(&other);
+                        if crate::send::looks_like_tls(&detail) {
+                            let where_ = format!("{called_ae}@{host}:{port}");
+                            EchoError::Association(crate::send::tls_failure(&where_, &detail))
+                        } else {
+                            EchoError::Association(detail)
+                        }
+                    }
+                })?;
+            exchange(assoc)?;
+        }
+    }
+    Ok(started.elapsed())
+}
+
+fn exchange<S>(mut assoc: ClientAssociation<S>) -> Result<(), EchoError>
+where
+    S: CloseSocket + std::io::Read + std::io::Write,
+{
     let pc_id = assoc
         .presentation_contexts()
         .first()
@@ -80,7 +121,7 @@ pub fn c_echo(
     match exchange {
         Ok(()) => {
             let _ = assoc.release();
-            Ok(started.elapsed())
+            Ok(())
         }
         Err(e) => {
             let _ = assoc.abort();

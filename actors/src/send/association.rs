@@ -11,14 +11,16 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use dicom_ul::association::client::{ClientAssociation, ClientAssociationOptions};
+use dicom_ul::association::CloseSocket;
 use dicom_ul::association::Error as UlError;
 use dicom_ul::pdu::{AssociationRJResult, MINIMUM_PDU_SIZE};
+use laminate_config::NodeTls;
 
 use super::contexts::{self, Choice, Proposal};
 use super::convert::convert;
 use super::pool::{AbortVerdict, InFlight, Lot, Pool, PoolStats};
 use super::status::{classify, describe, StatusClass};
-use super::wire::{quickack, SendFail, Wire};
+use super::wire::{quickack, SendFail, Transport, Wire};
 use super::{EventSink, Item, ItemOutcome, SendEvent, SendOptions, Target, Ticket};
 use crate::dimse::{self, C_STORE_RSP};
 
@@ -41,13 +43,15 @@ pub(crate) enum EstablishFail {
     Transient(String),
 }
 
-type Assoc = ClientAssociation<TcpStream>;
+/// An association over TLS (dicom-ul's rustls stream).
+pub(crate) type TlsStream = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
 
-pub(crate) fn establish(
-    target: &Target,
-    proposals: &[Proposal],
+/// The association options common to plain and TLS associations.
+fn options<'a>(
+    target: &'a Target,
+    proposals: &'a [Proposal],
     opts: &SendOptions,
-) -> Result<Assoc, EstablishFail> {
+) -> ClientAssociationOptions<'a> {
     let mut options = ClientAssociationOptions::new()
         .calling_ae_title(target.calling_ae.as_str())
         .called_ae_title(target.called_ae.as_str())
@@ -63,27 +67,107 @@ pub(crate) fn establish(
             p.transfer_syntaxes.iter().map(String::as_str).collect(),
         );
     }
-    let where_ = format!("{}@{}:{}", target.called_ae, target.host, target.port);
-    let mut assoc = options
-        .establish((target.host.as_str(), target.port))
-        .map_err(|e| match e {
-            UlError::Rejected { association_rj, .. } => match association_rj.result {
-                AssociationRJResult::Permanent => EstablishFail::Permanent(format!(
-                    "association rejected permanently by {where_}: {}",
-                    association_rj.source
-                )),
-                AssociationRJResult::Transient => EstablishFail::Transient(format!(
-                    "association rejected (transient) by {where_}: {}",
-                    association_rj.source
-                )),
-            },
-            UlError::NoAcceptedPresentationContexts { .. } => EstablishFail::Permanent(format!(
-                "{where_} accepted none of the proposed presentation contexts"
+    options
+}
+
+fn where_of(target: &Target) -> String {
+    let tls = if target.tls.is_some() { " (TLS)" } else { "" };
+    format!("{}@{}:{}{tls}", target.called_ae, target.host, target.port)
+}
+
+/// An error with its causes ("a: b: c"): a TLS failure's reason (unknown
+/// issuer, expired, wrong name) is only in the innermost one.
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let s = c.to_string();
+        if !out.contains(&s) {
+            out.push_str(": ");
+            out.push_str(&s);
+        }
+        cur = c.source();
+    }
+    out
+}
+
+fn establish_error(where_: &str, e: UlError) -> EstablishFail {
+    match e {
+        UlError::Rejected { association_rj, .. } => match association_rj.result {
+            AssociationRJResult::Permanent => EstablishFail::Permanent(format!(
+                "association rejected permanently by {where_}: {}",
+                association_rj.source
             )),
-            other => EstablishFail::Transient(format!("cannot associate with {where_}: {other}")),
-        })?;
+            AssociationRJResult::Transient => EstablishFail::Transient(format!(
+                "association rejected (transient) by {where_}: {}",
+                association_rj.source
+            )),
+        },
+        UlError::NoAcceptedPresentationContexts { .. } => EstablishFail::Permanent(format!(
+            "{where_} accepted none of the proposed presentation contexts"
+        )),
+        other @ (UlError::TlsConnection { .. }
+        | UlError::TlsHandshake { .. }
+        | UlError::InvalidServerName { .. }) => {
+            EstablishFail::Transient(tls_failure(where_, &chain(&other)))
+        }
+        other => {
+            let detail = chain(&other);
+            // Under TLS 1.3 the node refuses our certificate after the handshake:
+            // its alert arrives with the first PDU read.
+            if where_.ends_with("(TLS)") && looks_like_tls(&detail) {
+                EstablishFail::Transient(tls_failure(where_, &detail))
+            } else {
+                EstablishFail::Transient(format!("cannot associate with {where_}: {detail}"))
+            }
+        }
+    }
+}
+
+/// Whether an association error's text is a TLS alert or certificate problem.
+pub fn looks_like_tls(detail: &str) -> bool {
+    detail.contains("alert") || detail.contains("certificate") || detail.contains("TLS")
+}
+
+/// A TLS failure in words an operator can act on, with rustls's own reason kept.
+pub fn tls_failure(where_: &str, detail: &str) -> String {
+    // rustls's wording: a variant's name, or its "…Context" form's sentence.
+    const HINTS: [(&[&str], &str); 8] = [
+        (&["UnknownIssuer"], "the node's certificate is not signed by a CA in ca_file"),
+        (
+            &["NotValidForName", "not valid for name"],
+            "the node's certificate does not name its host (fix the certificate, or set verify_hostname false)",
+        ),
+        (&["Expired", "certificate expired"], "the node's certificate has expired"),
+        (
+            &["NotValidYet", "not valid yet"],
+            "the node's certificate is not valid yet (check both clocks)",
+        ),
+        (&["Revoked"], "the node's certificate is revoked"),
+        (
+            &["CertificateRequired"],
+            "the node requires a client certificate (set cert_file and key_file)",
+        ),
+        (&["UnknownCA"], "the node does not trust our client certificate's CA"),
+        (&["BadCertificate"], "the node refused our client certificate"),
+    ];
+    let hint = HINTS
+        .iter()
+        .find(|(needles, _)| needles.iter().any(|k| detail.contains(k)))
+        .map(|(_, h)| format!("{h}; "))
+        .unwrap_or_default();
+    format!("TLS with {where_} failed: {hint}{detail}")
+}
+
+/// Socket options of an established association: no Nagle, the I/O deadline,
+/// quick ACKs.
+fn setup<S: Transport + CloseSocket>(
+    mut assoc: ClientAssociation<S>,
+    where_: &str,
+    opts: &SendOptions,
+) -> Result<ClientAssociation<S>, EstablishFail> {
     let setup = (|| {
-        let stream = assoc.inner_stream();
+        let stream = assoc.inner_stream().tcp();
         stream.set_nodelay(true)?;
         stream.set_read_timeout(Some(opts.io_timeout))?;
         stream.set_write_timeout(Some(opts.io_timeout))?;
@@ -97,6 +181,39 @@ pub(crate) fn establish(
         )));
     }
     Ok(assoc)
+}
+
+/// A plain TCP association.
+pub(crate) fn establish(
+    target: &Target,
+    proposals: &[Proposal],
+    opts: &SendOptions,
+) -> Result<ClientAssociation<TcpStream>, EstablishFail> {
+    let where_ = where_of(target);
+    let assoc = options(target, proposals, opts)
+        .establish((target.host.as_str(), target.port))
+        .map_err(|e| establish_error(&where_, e))?;
+    setup(assoc, &where_, opts)
+}
+
+/// A DICOM TLS association: the node's certificate checked against the site's CA
+/// (and its name against `host` unless the site turned that off).
+pub(crate) fn establish_tls(
+    target: &Target,
+    tls: &NodeTls,
+    proposals: &[Proposal],
+    opts: &SendOptions,
+) -> Result<ClientAssociation<TlsStream>, EstablishFail> {
+    let where_ = where_of(target);
+    let mut assoc = options(target, proposals, opts)
+        .tls_config(tls.config.clone())
+        .server_name(target.host.as_str())
+        .establish_tls((target.host.as_str(), target.port))
+        .map_err(|e| establish_error(&where_, e))?;
+    // rustls takes at most 64 KiB of plaintext per write by default: a whole
+    // 256 KiB chunk of PDUs goes into records and out in one go instead.
+    assoc.inner_stream().conn.set_buffer_limit(None);
+    setup(assoc, &where_, opts)
 }
 
 /// How one instance ended on the wire.
@@ -133,16 +250,21 @@ impl Owed<'_> {
     }
 }
 
-fn send_one(
-    assoc: &mut Assoc,
+fn send_one<S: Transport + CloseSocket>(
+    assoc: &mut ClientAssociation<S>,
     wire: &mut Wire,
     message_id: u16,
     item: &Item,
+    prefer: Option<&str>,
     owed: &mut Owed<'_>,
 ) -> Step {
     let converted;
     let mut converted_to = None;
-    let pc_id = match contexts::choose(assoc.presentation_contexts(), item) {
+    let choice = match prefer {
+        Some(ts) => contexts::choose_preferred(assoc.presentation_contexts(), item, ts),
+        None => contexts::choose(assoc.presentation_contexts(), item),
+    };
+    let pc_id = match choice {
         Choice::Exact { pc_id } => {
             converted = None;
             pc_id
@@ -286,7 +408,7 @@ fn send_one(
 }
 
 /// Ends an association politely when its stream is at a PDU boundary.
-fn close(assoc: Assoc, wire: &Wire, intact: bool) {
+fn close<S: Transport + CloseSocket>(assoc: ClientAssociation<S>, wire: &Wire, intact: bool) {
     if intact && !wire.has_pending_input() {
         if let Err(e) = assoc.release() {
             tracing::debug!(error = %e, "release failed");
@@ -316,6 +438,24 @@ impl Drop for Open<'_> {
 /// empty or stops, or the pool wants this worker elsewhere (`generation` is
 /// the pool's when the worker took the lot).
 pub(crate) fn serve(pool: &Pool, lot: &Lot, target: &Target, opts: &SendOptions, generation: u64) {
+    match &target.tls {
+        None => serve_on(pool, lot, target, opts, generation, || {
+            establish(target, &lot.proposals, opts)
+        }),
+        Some(tls) => serve_on(pool, lot, target, opts, generation, || {
+            establish_tls(target, tls, &lot.proposals, opts)
+        }),
+    }
+}
+
+fn serve_on<S: Transport + CloseSocket>(
+    pool: &Pool,
+    lot: &Lot,
+    target: &Target,
+    opts: &SendOptions,
+    generation: u64,
+    connect: impl Fn() -> Result<ClientAssociation<S>, EstablishFail>,
+) {
     let stats = pool.stats_ref();
     let mut owed = Owed {
         sink: &*lot.sink,
@@ -325,7 +465,7 @@ pub(crate) fn serve(pool: &Pool, lot: &Lot, target: &Target, opts: &SendOptions,
         if lot.halted() || lot.is_empty() || pool.should_yield(lot, generation) {
             return;
         }
-        let mut assoc = match establish(target, &lot.proposals, opts) {
+        let mut assoc = match connect() {
             Ok(a) => a,
             Err(EstablishFail::Permanent(e)) => {
                 tracing::warn!(node = %target.node_id, error = %e, "association refused for good");
@@ -353,7 +493,14 @@ pub(crate) fn serve(pool: &Pool, lot: &Lot, target: &Target, opts: &SendOptions,
                 panic!("fault injection: node sender pool {}", target.node_id);
             }
             message_id = message_id.wrapping_add(1).max(1);
-            match send_one(&mut assoc, &mut wire, message_id, &item, &mut owed) {
+            match send_one(
+                &mut assoc,
+                &mut wire,
+                message_id,
+                &item,
+                lot.prefer.as_deref(),
+                &mut owed,
+            ) {
                 Step::Done(outcome, rtt, converted_to) => {
                     log_outcome(target, &item, &outcome);
                     count(stats, lot, &outcome, converted_to.is_some());
@@ -457,5 +604,45 @@ fn log_outcome(target: &Target, item: &Item, outcome: &ItemOutcome) {
             node = %target.node_id, sop_instance_uid = %item.sop_instance_uid,
             status = ?status, error = %error, "instance failed"
         ),
+    }
+}
+
+#[cfg(test)]
+mod tls_words {
+    use super::*;
+
+    #[test]
+    fn tls_failures_are_put_in_words_and_keep_the_librarys_reason() {
+        let at = "PACS@h:1 (TLS)";
+        for (detail, words) in [
+            (
+                "invalid peer certificate: UnknownIssuer",
+                "not signed by a CA in ca_file",
+            ),
+            (
+                "invalid peer certificate: certificate not valid for name \"h\"",
+                "does not name its host",
+            ),
+            (
+                "received fatal alert: CertificateRequired",
+                "requires a client certificate",
+            ),
+            (
+                "received fatal alert: UnknownCA",
+                "does not trust our client",
+            ),
+        ] {
+            let e = tls_failure(at, detail);
+            assert!(
+                e.contains(words) && e.ends_with(detail) && e.starts_with("TLS with PACS@h:1"),
+                "{e}"
+            );
+        }
+        assert_eq!(
+            tls_failure(at, "connection reset"),
+            "TLS with PACS@h:1 (TLS) failed: connection reset"
+        );
+        assert!(looks_like_tls("received fatal alert: HandshakeFailure"));
+        assert!(!looks_like_tls("connection refused"));
     }
 }

@@ -90,6 +90,78 @@ pub(crate) fn plan(items: Vec<Item>) -> Vec<Group> {
     out
 }
 
+/// Groups the items for a node that wants every instance in `ts` (the site's
+/// `prefer_transfer_syntax`, a native syntax): one context per SOP class
+/// proposing `ts` alone, at most [`MAX_CONTEXTS`] classes a group.
+pub(crate) fn plan_preferred(items: Vec<Item>, ts: &str) -> Vec<Group> {
+    let classes: BTreeSet<String> = items
+        .iter()
+        .map(|i| trim_uid(&i.sop_class_uid).to_string())
+        .collect();
+    let mut out: Vec<Group> = Vec::new();
+    let mut group_of: HashMap<String, usize> = HashMap::new();
+    for (i, chunk) in classes
+        .into_iter()
+        .collect::<Vec<_>>()
+        .chunks(MAX_CONTEXTS)
+        .enumerate()
+    {
+        out.push(Group {
+            proposals: chunk
+                .iter()
+                .map(|class| {
+                    group_of.insert(class.clone(), i);
+                    Proposal {
+                        abstract_syntax: class.clone(),
+                        transfer_syntaxes: vec![ts.to_string()],
+                    }
+                })
+                .collect(),
+            items: Vec::new(),
+        });
+    }
+    for item in items {
+        let index = group_of
+            .get(trim_uid(&item.sop_class_uid))
+            .copied()
+            .unwrap_or(0);
+        out[index].items.push(item);
+    }
+    out
+}
+
+/// [`plan`], or [`plan_preferred`] when the node wants one syntax.
+pub(crate) fn plan_for(items: Vec<Item>, prefer: Option<&str>) -> Vec<Group> {
+    match prefer {
+        Some(ts) => plan_preferred(items, ts),
+        None => plan(items),
+    }
+}
+
+/// The choice for a node that wants every instance in `ts`: the file's bytes
+/// when it already is, else converted; refused when the node did not accept it.
+pub(crate) fn choose_preferred(
+    accepted: &[PresentationContextNegotiated],
+    item: &Item,
+    ts: &str,
+) -> Choice {
+    let class = trim_uid(&item.sop_class_uid);
+    let Some(pc) = accepted
+        .iter()
+        .find(|pc| trim_uid(&pc.abstract_syntax) == class && trim_uid(&pc.transfer_syntax) == ts)
+    else {
+        return Choice::Refused;
+    };
+    if trim_uid(&item.transfer_syntax) == ts {
+        Choice::Exact { pc_id: pc.id }
+    } else {
+        Choice::Convert {
+            pc_id: pc.id,
+            ts: ts.to_string(),
+        }
+    }
+}
+
 /// How an item goes over an established association.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Choice {
@@ -147,6 +219,56 @@ mod tests {
             aborts: 0,
             force_native: false,
         }
+    }
+
+    #[test]
+    fn a_preferred_syntax_is_the_only_one_proposed_and_everything_else_is_converted() {
+        let jpeg = "1.2.840.10008.1.2.4.50";
+        let items = vec![
+            item("1.2.3", jpeg, 1),
+            item("1.2.3", jpeg, 2),
+            item("1.2.4", IMPLICIT_VR_LE, 3),
+            item("1.2.3", IMPLICIT_VR_LE, 4),
+        ];
+        let groups = plan_for(items, Some(IMPLICIT_VR_LE));
+        assert_eq!(groups.len(), 1);
+        assert_eq!(
+            groups[0].proposals,
+            vec![
+                Proposal {
+                    abstract_syntax: "1.2.3".into(),
+                    transfer_syntaxes: vec![IMPLICIT_VR_LE.into()]
+                },
+                Proposal {
+                    abstract_syntax: "1.2.4".into(),
+                    transfer_syntaxes: vec![IMPLICIT_VR_LE.into()]
+                },
+            ]
+        );
+        assert_eq!(groups[0].items.len(), 4);
+        let accepted = [pc(1, "1.2.3", IMPLICIT_VR_LE)];
+        let it = &groups[0].items;
+        let jpeg_item = it.iter().find(|i| i.transfer_syntax == jpeg).unwrap();
+        assert_eq!(
+            choose_preferred(&accepted, jpeg_item, IMPLICIT_VR_LE),
+            Choice::Convert {
+                pc_id: 1,
+                ts: IMPLICIT_VR_LE.into()
+            }
+        );
+        let native = it
+            .iter()
+            .find(|i| i.transfer_syntax == IMPLICIT_VR_LE && i.sop_class_uid == "1.2.3")
+            .unwrap();
+        assert_eq!(
+            choose_preferred(&accepted, native, IMPLICIT_VR_LE),
+            Choice::Exact { pc_id: 1 }
+        );
+        let other = it.iter().find(|i| i.sop_class_uid == "1.2.4").unwrap();
+        assert_eq!(
+            choose_preferred(&accepted, other, IMPLICIT_VR_LE),
+            Choice::Refused
+        );
     }
 
     #[test]

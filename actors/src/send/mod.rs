@@ -50,6 +50,7 @@ mod tests;
 
 use std::time::Duration;
 
+pub use association::{chain, looks_like_tls, tls_failure};
 pub use batch::{send_batch, send_batch_to};
 pub use item::{Item, ItemError};
 pub use status::{classify, StatusClass};
@@ -74,6 +75,10 @@ pub struct Target {
     pub calling_ae: String,
     /// Associations in parallel (0 is taken as 1).
     pub max_associations: u32,
+    /// DICOM TLS (the site's `node-settings.json`); `None` is plain TCP.
+    pub tls: Option<laminate_config::NodeTls>,
+    /// Every instance in this native syntax (`prefer_transfer_syntax`).
+    pub prefer_ts: Option<String>,
 }
 
 /// Deadlines and PDU size of a batch.

@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use tokio::sync::oneshot;
 
-use super::contexts::{plan, Proposal};
+use super::contexts::{plan_for, Proposal};
 use super::{
     association, BatchOutcome, EventSink, Item, ItemOutcome, SendEvent, SendOptions, Target,
 };
@@ -128,7 +128,8 @@ impl Pool {
         sink: Arc<dyn EventSink + Send + Sync>,
     ) -> oneshot::Receiver<BatchOutcome> {
         let (tx, rx) = oneshot::channel();
-        let groups = plan(items);
+        let prefer = lock(&self.0.state).target.prefer_ts.clone();
+        let groups = plan_for(items, prefer.as_deref());
         let submission = Arc::new(Submission {
             state: Mutex::new(SubmissionState {
                 lots_left: groups.len(),
@@ -150,6 +151,7 @@ impl Pool {
                 st.lots.push(Arc::new(Lot {
                     rank,
                     proposals: g.proposals,
+                    prefer: prefer.clone(),
                     queue: Mutex::new(g.items.into()),
                     state: Mutex::new(LotState::default()),
                     stop: AtomicBool::new(false),
@@ -173,7 +175,8 @@ impl Pool {
             let address_changed = st.target.host != target.host
                 || st.target.port != target.port
                 || st.target.called_ae != target.called_ae
-                || st.target.calling_ae != target.calling_ae;
+                || st.target.calling_ae != target.calling_ae
+                || st.target.tls != target.tls;
             if address_changed {
                 st.generation += 1;
             }
@@ -358,6 +361,9 @@ struct LotState {
 pub(crate) struct Lot {
     rank: Rank,
     pub(crate) proposals: Vec<Proposal>,
+    /// The node's preferred syntax when the lot was planned (its contexts
+    /// propose it alone).
+    pub(crate) prefer: Option<String>,
     queue: Mutex<VecDeque<Item>>,
     state: Mutex<LotState>,
     /// Set by a transient or permanent failure: take no more items.

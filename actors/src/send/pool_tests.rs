@@ -177,6 +177,8 @@ fn target(port: u16, max: u32) -> Target {
         called_ae: "PICKY".into(),
         calling_ae: "LAMINATE".into(),
         max_associations: max,
+        tls: None,
+        prefer_ts: None,
     }
 }
 

@@ -211,6 +211,8 @@ impl StoreScp {
             called_ae: "STORESCP".into(),
             calling_ae: "LAMINATE".into(),
             max_associations,
+            tls: None,
+            prefer_ts: None,
         }
     }
 
@@ -498,6 +500,8 @@ fn node_down_is_transient_at_once_with_every_item_remaining() {
         called_ae: "NOBODY".into(),
         calling_ae: "LAMINATE".into(),
         max_associations: 4,
+        tls: None,
+        prefer_ts: None,
     };
     let items = items_of(&fixtures);
     let events = Events::default();
@@ -753,6 +757,8 @@ pub(super) fn status_target(port: u16) -> Target {
         called_ae: "ANY-SCP".into(),
         calling_ae: "LAMINATE".into(),
         max_associations: 1,
+        tls: None,
+        prefer_ts: None,
     }
 }
 

@@ -52,6 +52,25 @@ pub(crate) enum RecvFail {
     Protocol(String),
 }
 
+/// An association's byte stream: plain TCP or TLS over TCP. The framing code is
+/// generic over it, so the plain path compiles to exactly what it was; the TCP
+/// socket underneath is what quick ACKs are re-armed on.
+pub(crate) trait Transport: Read + Write {
+    fn tcp(&self) -> &TcpStream;
+}
+
+impl Transport for TcpStream {
+    fn tcp(&self) -> &TcpStream {
+        self
+    }
+}
+
+impl Transport for rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+    fn tcp(&self) -> &TcpStream {
+        &self.sock
+    }
+}
+
 /// Re-arms quick ACKs (Linux; elsewhere a no-op).
 pub(crate) fn quickack(stream: &TcpStream) {
     #[cfg(any(target_os = "linux", target_os = "android"))]
@@ -117,9 +136,9 @@ impl Wire {
     /// `len` bytes of `src` as Data PDVs of at most the peer's size, the final
     /// one marked last. `before_last` runs just before the write that carries
     /// the last fragment (until then the node cannot complete the message).
-    pub(crate) fn send_message(
+    pub(crate) fn send_message<S: Transport>(
         &mut self,
-        stream: &mut TcpStream,
+        stream: &mut S,
         pc_id: u8,
         command: &[u8],
         src: &mut dyn Read,
@@ -163,12 +182,12 @@ impl Wire {
     }
 
     /// Makes sure `need` bytes are buffered.
-    fn fill(&mut self, stream: &mut TcpStream, need: usize) -> Result<(), RecvFail> {
+    fn fill<S: Transport>(&mut self, stream: &mut S, need: usize) -> Result<(), RecvFail> {
         if self.rx.len() < need {
             self.rx.resize(need, 0);
         }
         while self.rx_len < need {
-            quickack(stream);
+            quickack(stream.tcp());
             match stream.read(&mut self.rx[self.rx_len..]) {
                 Ok(0) => {
                     return Err(RecvFail::Net(io::Error::new(
@@ -180,13 +199,13 @@ impl Wire {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(RecvFail::Net(e)),
             }
-            quickack(stream);
+            quickack(stream.tcp());
         }
         Ok(())
     }
 
     /// Reads one PDU.
-    pub(crate) fn read_pdu(&mut self, stream: &mut TcpStream) -> Result<Pdu, RecvFail> {
+    pub(crate) fn read_pdu<S: Transport>(&mut self, stream: &mut S) -> Result<Pdu, RecvFail> {
         self.fill(stream, PDU_HEADER)?;
         let len = u32::from_be_bytes([self.rx[2], self.rx[3], self.rx[4], self.rx[5]]) as usize;
         if len > self.max_rx_pdu {
@@ -206,7 +225,10 @@ impl Wire {
     }
 
     /// Reads PDUs until a complete command set arrived; returns its bytes.
-    pub(crate) fn read_command(&mut self, stream: &mut TcpStream) -> Result<Vec<u8>, RecvFail> {
+    pub(crate) fn read_command<S: Transport>(
+        &mut self,
+        stream: &mut S,
+    ) -> Result<Vec<u8>, RecvFail> {
         let mut command = Vec::new();
         loop {
             match self.read_pdu(stream)? {
