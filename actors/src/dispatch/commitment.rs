@@ -25,6 +25,9 @@ use crate::send::{request_commitment, CommitRequestError};
 
 /// A node that cannot be asked yet is asked again after this long.
 const ASK_AGAIN: Duration = Duration::from_secs(10);
+/// How long the requesting association stays open for a report on it, when
+/// the node accepted to report there; a later report needs a new association.
+const LINGER: Duration = Duration::from_secs(60);
 
 /// Whether `node` wants its deliveries committed.
 pub(super) fn wanted(node: &Node) -> bool {
@@ -108,7 +111,8 @@ pub(super) async fn commit(env: &Rc<JobEnv>, sh: &Rc<JobShared>, node: &Node, so
             return forget(env, &id, &node_id);
         }
         let (t, o, x, r) = (target.clone(), opts.clone(), tx.clone(), refs.clone());
-        let asked = tokio::task::spawn_blocking(move || request_commitment(&t, &o, &x, &r))
+        let linger = LINGER.min(remaining());
+        let asked = tokio::task::spawn_blocking(move || request_commitment(&t, &o, &x, &r, linger))
             .await
             .unwrap_or_else(|e| Err(CommitRequestError::Transient(e.to_string())));
         match asked {

@@ -58,7 +58,7 @@
 //! The answer comes when every association thread has ended.
 
 mod actor;
-mod command;
+pub(crate) mod command;
 mod drain;
 mod header;
 mod indexer;

@@ -444,20 +444,18 @@ impl Session {
     fn on_report(&self, bytes: &[u8], ts: &str) -> u16 {
         match event_report_from(bytes, ts) {
             Ok(report) => {
-                let (tx, committed, failed) = (
-                    report.transaction_uid.clone(),
-                    report.committed.len(),
-                    report.failed.len(),
-                );
-                let waited = deliver(report);
+                // Logged before it is handed over: the dispatch settles at once.
                 tracing::info!(
                     calling_ae = %self.calling_ae,
-                    transaction_uid = %tx,
-                    committed,
-                    failed,
-                    waited,
+                    transaction_uid = %report.transaction_uid,
+                    committed = report.committed.len(),
+                    failed = report.failed.len(),
                     "storage commitment report received"
                 );
+                let tx = report.transaction_uid.clone();
+                if !deliver(report) {
+                    tracing::info!(transaction_uid = %tx, "nobody waits for this storage commitment report (its dispatch asks again when it resumes)");
+                }
                 STATUS_SUCCESS
             }
             Err(e) => {

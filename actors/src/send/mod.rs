@@ -46,6 +46,8 @@ mod status;
 mod wire;
 
 #[cfg(test)]
+mod commit_tests;
+#[cfg(test)]
 mod pool_tests;
 #[cfg(test)]
 mod tests;
