@@ -181,6 +181,15 @@ fn an_instance_deleted_from_orthanc_before_the_request_fails_by_name_and_a_repla
     );
     assert!(error.contains("no such object instance"), "{error}");
     assert_eq!(last["files_sent"], 2);
+    // The local API lists it among the node's outcomes.
+    let detail = app.get_json("/api/dispatches/corr_lost");
+    let outcomes = detail["nodes"][0]["outcomes"]
+        .as_array()
+        .expect("outcomes")
+        .clone();
+    assert_eq!(outcomes.len(), 1, "{outcomes:?}");
+    assert_eq!(outcomes[0]["sop_instance_uid"], lost.as_str());
+    assert_eq!(outcomes[0]["outcome"], "failed");
 
     // A replay sends it again, and Orthanc then commits everything.
     let id = app.get_json("/api/dispatches")[0]["id"]
