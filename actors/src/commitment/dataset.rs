@@ -152,8 +152,98 @@ fn items(obj: &InMemDicomObject, tag: Tag) -> &[InMemDicomObject] {
         .unwrap_or(&[])
 }
 
+/// Whether `tag` is a sequence (implicit VR data sets do not say).
+fn is_sequence(tag: Tag) -> bool {
+    use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry, VirtualVr};
+    matches!(
+        dicom_dictionary_std::StandardDataDictionary
+            .by_tag(tag)
+            .map(|e| e.vr()),
+        Some(VirtualVr::Exact(VR::SQ))
+    )
+}
+
+/// Checks that every declared length fits in what arrived before dicom-rs
+/// parses a peer's data set: its parser allocates each declared length up
+/// front, so one bogus length would cost gigabytes. Sequences and items are
+/// walked into (their contents are checked too); an undefined length is
+/// only allowed there.
+fn check_lengths(bytes: &[u8], explicit: bool) -> Result<(), ReportError> {
+    const UNDEFINED: u32 = 0xFFFF_FFFF;
+    let bad = |why: String| Err(ReportError::Decode(why));
+    let mut at = 0usize;
+    while at < bytes.len() {
+        let head = |n: usize| bytes.get(at..at + n).ok_or(());
+        let Ok(h) = head(8) else {
+            return bad("truncated element header".into());
+        };
+        let tag = Tag(
+            u16::from_le_bytes([h[0], h[1]]),
+            u16::from_le_bytes([h[2], h[3]]),
+        );
+        // Items and delimiters have no VR in either syntax.
+        if tag.0 == 0xFFFE {
+            let len = u32::from_le_bytes([h[4], h[5], h[6], h[7]]);
+            at += 8;
+            if tag.1 == 0xE000 && len != UNDEFINED && len as usize > bytes.len() - at {
+                return bad(format!("an item declares {len} bytes past the end"));
+            }
+            continue;
+        }
+        let (sequence, len, header) = if explicit {
+            let vr = [h[4], h[5]];
+            let long = matches!(
+                &vr,
+                b"OB"
+                    | b"OD"
+                    | b"OF"
+                    | b"OL"
+                    | b"OV"
+                    | b"OW"
+                    | b"SQ"
+                    | b"SV"
+                    | b"UC"
+                    | b"UN"
+                    | b"UR"
+                    | b"UT"
+                    | b"UV"
+            );
+            if long {
+                let Ok(h) = head(12) else {
+                    return bad("truncated element header".into());
+                };
+                (
+                    &vr == b"SQ",
+                    u32::from_le_bytes([h[8], h[9], h[10], h[11]]),
+                    12,
+                )
+            } else {
+                (false, u32::from(u16::from_le_bytes([h[6], h[7]])), 8)
+            }
+        } else {
+            let len = u32::from_le_bytes([h[4], h[5], h[6], h[7]]);
+            (is_sequence(tag) || len == UNDEFINED, len, 8)
+        };
+        at += header;
+        if len == UNDEFINED {
+            if !sequence {
+                return bad(format!("{tag} has an undefined length"));
+            }
+            continue;
+        }
+        if len as usize > bytes.len() - at {
+            return bad(format!("{tag} declares {len} bytes past the end"));
+        }
+        if !sequence {
+            at += len as usize;
+        }
+    }
+    Ok(())
+}
+
 /// Reads an N-EVENT-REPORT data set (from the node: untrusted) in syntax `ts`.
 pub fn event_report_from(bytes: &[u8], ts: &str) -> Result<CommitmentReport, ReportError> {
+    check_lengths(bytes, ts == EXPLICIT_VR_LE)?;
     let ts = syntax(ts)?;
     let obj = InMemDicomObject::read_dataset_with_ts(bytes, &ts)
         .map_err(|e| ReportError::Decode(e.to_string()))?;
@@ -281,6 +371,42 @@ mod tests {
             Err(ReportError::Syntax(_))
         ));
         assert!(event_report_from(&[0xff; 7], EXPLICIT_VR_LE).is_err());
+    }
+
+    #[test]
+    fn a_huge_declared_length_is_refused_before_parsing() {
+        for ts in [IMPLICIT_VR_LE, EXPLICIT_VR_LE] {
+            let mut bytes = report_bytes(ts);
+            // The Transaction UID comes first: make it claim 2 GiB.
+            if ts == IMPLICIT_VR_LE {
+                bytes[4..8].copy_from_slice(&0x8000_0000u32.to_le_bytes());
+            } else {
+                bytes[6..8].copy_from_slice(&0xFFF0u16.to_le_bytes());
+            }
+            match event_report_from(&bytes, ts) {
+                Err(ReportError::Decode(why)) => assert!(why.contains("declares"), "{why}"),
+                other => panic!("expected the length check to refuse it, got {other:?}"),
+            }
+        }
+        // A bogus length inside a sequence item is found too.
+        let mut bytes = report_bytes(IMPLICIT_VR_LE);
+        let at = bytes
+            .windows(4)
+            .position(|w| w == [0x08, 0x00, 0x50, 0x11])
+            .expect("a Referenced SOP Class UID");
+        bytes[at + 4..at + 8].copy_from_slice(&0x7FFF_0000u32.to_le_bytes());
+        assert!(matches!(
+            event_report_from(&bytes, IMPLICIT_VR_LE),
+            Err(ReportError::Decode(_))
+        ));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
+            let _ = event_report_from(&bytes, IMPLICIT_VR_LE);
+            let _ = event_report_from(&bytes, EXPLICIT_VR_LE);
+        }
     }
 
     #[test]
