@@ -38,13 +38,14 @@ use super::command::{
     parse_request, response, trim_uid, Request, STATUS_CANNOT_UNDERSTAND,
     STATUS_PROCESSING_FAILURE, STATUS_SUCCESS, STATUS_UNRECOGNIZED_OPERATION,
 };
+use super::commitment::{take_report, MAX_REPORT};
 use super::drain::Drain;
 use super::indexer::Indexer;
 use super::messages::InstanceIngested;
 use super::pdu_in::{PduError, PduReader, Pdv, Received};
 use super::writer::{available_space, Dirs, Expected, IncomingDir, IncomingFile, IngestFailure};
 use super::IngestSettings;
-use crate::commitment::{deliver, event_report_from, N_EVENT_REPORT_RQ, STORAGE_COMMITMENT_PUSH};
+use crate::commitment::{N_EVENT_REPORT_RQ, STORAGE_COMMITMENT_PUSH};
 use crate::dimse::{C_ECHO_RQ, C_STORE_RQ, VERIFICATION_SOP_CLASS};
 use crate::health::Mailbox;
 
@@ -302,9 +303,6 @@ enum Sink {
     Report(Vec<u8>),
 }
 
-/// The largest storage commitment report we take (about 100 000 instances).
-const MAX_REPORT: usize = 16 * 1024 * 1024;
-
 impl Sink {
     fn refused(failure: &IngestFailure) -> Sink {
         Sink::Refused {
@@ -439,32 +437,6 @@ impl Session {
         }
     }
 
-    /// A storage commitment report (N-EVENT-REPORT) arrived whole: handed
-    /// to the dispatch waiting for its transaction. The status answered.
-    fn on_report(&self, bytes: &[u8], ts: &str) -> u16 {
-        match event_report_from(bytes, ts) {
-            Ok(report) => {
-                // Logged before it is handed over: the dispatch settles at once.
-                tracing::info!(
-                    calling_ae = %self.calling_ae,
-                    transaction_uid = %report.transaction_uid,
-                    committed = report.committed.len(),
-                    failed = report.failed.len(),
-                    "storage commitment report received"
-                );
-                let tx = report.transaction_uid.clone();
-                if !deliver(report) {
-                    tracing::info!(transaction_uid = %tx, "nobody waits for this storage commitment report (its dispatch asks again when it resumes)");
-                }
-                STATUS_SUCCESS
-            }
-            Err(e) => {
-                tracing::warn!(calling_ae = %self.calling_ae, error = %e, "unreadable storage commitment report");
-                STATUS_PROCESSING_FAILURE
-            }
-        }
-    }
-
     /// Where a C-STORE's data set goes: a temporary file, or nowhere with a
     /// failure status when the instance cannot be taken.
     fn open(&mut self, pc: u8, request: &Request, shared: &Shared) -> Sink {
@@ -522,7 +494,8 @@ impl Session {
             Sink::Refused { status, comment } => (status, Some(comment)),
             Sink::Report(bytes) => {
                 let ts = self.contexts.get(&rx.pc_id).cloned().unwrap_or_default();
-                return reply(rx.pc_id, &rx.request, self.on_report(&bytes, &ts), None);
+                let status = take_report(&self.calling_ae, &bytes, &ts);
+                return reply(rx.pc_id, &rx.request, status, None);
             }
         };
         if let Some(comment) = &comment {
