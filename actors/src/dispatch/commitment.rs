@@ -129,7 +129,7 @@ pub(super) async fn commit(env: &Rc<JobEnv>, sh: &Rc<JobShared>, node: &Node, so
             Err(CommitRequestError::Transient(e)) => {
                 tracing::warn!(dispatch = %id, node = %node_id, error = %e, "cannot ask for storage commitment yet");
                 if remaining().is_zero() {
-                    return timed_out(env, sh, &node_id, sops, timeout_s);
+                    return timed_out(env, sh, &node_id, sops, timeout_s).await;
                 }
                 sh.update_node(env, &node_id, |n| {
                     n.error = Some(format!("{WAITING}: cannot ask the node yet: {e}"));
@@ -150,24 +150,30 @@ pub(super) async fn commit(env: &Rc<JobEnv>, sh: &Rc<JobShared>, node: &Node, so
         }
         let left = remaining();
         if left.is_zero() {
-            return timed_out(env, sh, &node_id, sops, timeout_s);
+            return timed_out(env, sh, &node_id, sops, timeout_s).await;
         }
         tokio::select! {
             r = expected.report() => match r {
                 Some(r) => break r,
-                None => return timed_out(env, sh, &node_id, sops, timeout_s),
+                None => return timed_out(env, sh, &node_id, sops, timeout_s).await,
             },
             _ = sh.sleep(left) => {}
         }
     };
     drop(expected);
-    settle(env, sh, &node_id, sops, &report);
+    settle(env, sh, &node_id, sops, &report).await;
     forget(env, &id, &node_id);
 }
 
 /// Applies a report: `completed` when it commits every instance, else the
 /// uncommitted ones are journaled as not delivered and the node `failed`.
-fn settle(env: &JobEnv, sh: &JobShared, node_id: &str, sops: &[String], report: &CommitmentReport) {
+async fn settle(
+    env: &JobEnv,
+    sh: &JobShared,
+    node_id: &str,
+    sops: &[String],
+    report: &CommitmentReport,
+) {
     let id = sh.id();
     let committed: BTreeSet<&str> = report.committed.iter().map(String::as_str).collect();
     let reasons: BTreeMap<&str, u16> = report
@@ -196,22 +202,22 @@ fn settle(env: &JobEnv, sh: &JobShared, node_id: &str, sops: &[String], report: 
             n.error = None;
         });
     } else {
-        not_committed(env, sh, node_id, sops.len(), &missing);
+        not_committed(env, sh, node_id, sops.len(), &missing).await;
     }
 }
 
-fn timed_out(env: &JobEnv, sh: &JobShared, node_id: &str, sops: &[String], timeout_s: u64) {
+async fn timed_out(env: &JobEnv, sh: &JobShared, node_id: &str, sops: &[String], timeout_s: u64) {
     let id = sh.id();
     tracing::warn!(dispatch = %id, node = %node_id, timeout_s, "no storage commitment report in time");
     let why = format!("not committed within commitment_timeout_s ({timeout_s} s)");
     let missing: Vec<_> = sops.iter().map(|s| (s.clone(), why.clone())).collect();
     forget(env, &id, node_id);
-    not_committed(env, sh, node_id, sops.len(), &missing);
+    not_committed(env, sh, node_id, sops.len(), &missing).await;
 }
 
 /// Journals `missing` as not delivered (a replay sends them again; a
 /// restart does not ask again) and fails the node naming the first.
-fn not_committed(
+async fn not_committed(
     env: &JobEnv,
     sh: &JobShared,
     node_id: &str,
@@ -219,15 +225,29 @@ fn not_committed(
     missing: &[(String, String)],
 ) {
     let id = sh.id();
-    for (sop, why) in missing {
-        let ack = Ack {
-            stored: false,
-            status: None,
-            error: Some(why.clone()),
-            converted_to: None,
-        };
-        if let Err(e) = env.store.journal_ack(&id, node_id, sop, &ack) {
-            tracing::error!(error = %e, dispatch = %id, node = %node_id, "cannot journal an uncommitted instance");
+    // One flush for them all, off the actix thread: a timeout can name thousands.
+    let (store, rows) = (env.store.clone(), missing.to_vec());
+    let (i, n) = (id.clone(), node_id.to_owned());
+    let journaled = tokio::task::spawn_blocking(move || {
+        for (sop, why) in &rows {
+            let ack = Ack {
+                stored: false,
+                status: None,
+                error: Some(why.clone()),
+                converted_to: None,
+            };
+            store.journal_ack_deferred(&i, &n, sop, &ack)?;
+        }
+        store.flush()
+    })
+    .await;
+    match journaled {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, dispatch = %id, node = %node_id, "cannot journal the uncommitted instances")
+        }
+        Err(e) => {
+            tracing::error!(error = %e, dispatch = %id, node = %node_id, "cannot journal the uncommitted instances")
         }
     }
     let stored = (total - missing.len()) as u64;
