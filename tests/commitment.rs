@@ -286,3 +286,62 @@ fn no_report_within_commitment_timeout_fails_every_instance_and_says_why() {
         "{error}"
     );
 }
+
+#[test]
+fn doctor_warns_when_a_node_with_storage_commitment_cannot_call_back() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(&data).expect("mkdir");
+    std::fs::write(
+        data.join("nodes.json"),
+        json!({"nodes": [node("node_1", "ORTHANC", free_port())]}).to_string(),
+    )
+    .expect("nodes.json");
+    std::fs::write(
+        data.join("node-settings.json"),
+        json!({"node_1": {"storage_commitment": true}}).to_string(),
+    )
+    .expect("node-settings.json");
+    let doctor = |dicom: &str| {
+        let (http, d) = (
+            format!("127.0.0.1:{}", free_port()),
+            data.display().to_string(),
+        );
+        run_binary(
+            &[
+                "doctor",
+                "--backend-url",
+                "ws://127.0.0.1:9/proxy/ws",
+                "--data-dir",
+                &d,
+                "--http-addr",
+                &http,
+                "--dicom-addr",
+                dicom,
+                "--ae-title",
+                OUR_AE,
+            ],
+            &[("LAMINATE_PROXY_KEY", KEY)],
+        )
+        .1
+    };
+    let off = doctor("off");
+    let line = off
+        .lines()
+        .find(|l| l.contains("node node_1 storage commitment"))
+        .unwrap_or_else(|| panic!("{off}"));
+    assert!(
+        line.starts_with("warn") && line.contains("--dicom-addr off"),
+        "{line}"
+    );
+    let port = free_port();
+    let on = doctor(&format!("127.0.0.1:{port}"));
+    let line = on
+        .lines()
+        .find(|l| l.contains("node node_1 storage commitment"))
+        .unwrap_or_else(|| panic!("{on}"));
+    assert!(
+        line.starts_with("ok") && line.contains(OUR_AE) && line.contains(&port.to_string()),
+        "{line}"
+    );
+}

@@ -300,6 +300,9 @@ pub fn check_all(args: RunArgs) -> Report {
     }
     if let (Some(nodes), Some(ae)) = (nodes, &inputs.ae_title) {
         dicom::nodes(&mut r, &nodes, ae);
+        if let Some(ingest) = inputs.dicom_addr {
+            dicom::commitment(&mut r, &nodes, ingest, ae);
+        }
     }
     let (fails, warns) = r.lines().iter().fold((0, 0), |(f, w), l| match l.outcome {
         Outcome::Fail => (f + 1, w),
