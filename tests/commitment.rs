@@ -345,3 +345,33 @@ fn doctor_warns_when_a_node_with_storage_commitment_cannot_call_back() {
         "{line}"
     );
 }
+
+#[test]
+fn an_operator_cancel_ends_the_wait_for_the_report_at_once() {
+    let sim = sim();
+    // Orthanc reports where nobody listens; the timeout is far away.
+    let o = orthanc(free_port());
+    let (zip, _) = study(2);
+    sim.put_download(EntityKind::Session, "sess_1", zip);
+    let mut app = appliance(
+        &sim,
+        &o,
+        free_port(),
+        json!({"node_1": {"storage_commitment": true, "commitment_timeout_s": 600}}),
+    );
+    run(&mut app, &sim);
+    dispatch(&sim, "corr_cancel");
+    eventually(T, || {
+        (!waiting_frames(&sim, "corr_cancel").is_empty()
+            && app.logs().contains("storage commitment requested"))
+        .then_some(())
+    })
+    .expect("waiting for the report");
+    let (code, body) = app
+        .post("/api/dispatches/corr_cancel/cancel", None)
+        .expect("answer");
+    assert_eq!(code, 200, "{body}");
+    let last =
+        wait_final(&sim, "corr_cancel", "node_1", Duration::from_secs(10)).expect("final at once");
+    assert_eq!(last["status"], "cancelled", "{last}");
+}
