@@ -80,6 +80,14 @@ fn dispatch(sim: &BackendSim, corr: &str) {
     )));
 }
 
+/// A port where a PACS's call back gets nowhere: bound (so nobody else
+/// takes it) but never accepted; keep the listener for the whole test.
+fn nowhere() -> (std::net::TcpListener, u16) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = l.local_addr().expect("addr").port();
+    (l, port)
+}
+
 /// Orthanc's id of the instance with `sop`.
 fn orthanc_id(o: &Orthanc, sop: &str) -> String {
     let url = format!("http://127.0.0.1:{}/instances?expand", o.http_port);
@@ -265,8 +273,9 @@ fn a_kill_9_while_waiting_for_the_report_resumes_the_wait_after_restart() {
 #[test]
 fn no_report_within_commitment_timeout_fails_every_instance_and_says_why() {
     let sim = sim();
-    // Orthanc reports where nobody listens.
-    let o = orthanc(free_port());
+    // Orthanc reports where nobody answers.
+    let (_nowhere, callback) = nowhere();
+    let o = orthanc(callback);
     let (zip, _) = study(2);
     sim.put_download(EntityKind::Session, "sess_1", zip);
     let mut app = appliance(
@@ -349,8 +358,9 @@ fn doctor_warns_when_a_node_with_storage_commitment_cannot_call_back() {
 #[test]
 fn an_operator_cancel_ends_the_wait_for_the_report_at_once() {
     let sim = sim();
-    // Orthanc reports where nobody listens; the timeout is far away.
-    let o = orthanc(free_port());
+    // Orthanc reports where nobody answers; the timeout is far away.
+    let (_nowhere, callback) = nowhere();
+    let o = orthanc(callback);
     let (zip, _) = study(2);
     sim.put_download(EntityKind::Session, "sess_1", zip);
     let mut app = appliance(
