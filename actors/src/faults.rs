@@ -5,6 +5,9 @@
 //! - `test.stall` `{"stage": "download"|"extract"|"index"}`: the next run of
 //!   that dispatch stage stops making progress (it waits forever, holding no
 //!   thread), so the stage watchdog has something to catch.
+//! - `LAMINATE_PROXY_TEST_COMMITMENT_PAUSE_S` (environment): a node with
+//!   storage commitment waits this long between its last acknowledgement and
+//!   the commitment request, so a test can change the node in between.
 
 use std::sync::Mutex;
 
@@ -35,6 +38,14 @@ pub async fn maybe_stall(stage: &str) {
         tracing::warn!(stage, "fault injection: stage stalls");
         std::future::pending::<()>().await;
     }
+}
+
+/// The pause before each storage commitment request, when a test set one.
+pub fn commitment_pause() -> Option<std::time::Duration> {
+    std::env::var("LAMINATE_PROXY_TEST_COMMITMENT_PAUSE_S")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .map(std::time::Duration::from_secs)
 }
 
 #[cfg(test)]

@@ -27,11 +27,13 @@
 //! - [`peers`]: the actors' addresses, set once at start-up.
 //! - [`system`]: starts and wires everything.
 //! - [`clock`]: the protocol's timestamps.
+//! - [`commitment`]: Storage Commitment data sets and the reports waiting to be handed over.
 //! - [`http_client`]: awc clients whose TCP connections never wait on Nagle.
 
 pub mod audit;
 pub mod board;
 pub mod clock;
+pub mod commitment;
 pub mod config;
 pub mod deletion;
 pub mod dimse;

@@ -1,6 +1,7 @@
 //! The doctor's DICOM checks: each active node of `nodes.json` (TCP connect,
 //! then an association and a C-ECHO with the node's AE titles, over TLS where
-//! `node-settings.json` sets it, as the node monitor does), and whether the ingest SCP's `--dicom-addr` can be bound.
+//! `node-settings.json` sets it, as the node monitor does), whether the ingest SCP's `--dicom-addr` can be bound,
+//! and whether nodes with storage commitment can report to it.
 
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::time::Duration;
@@ -25,6 +26,38 @@ pub fn nodes(r: &mut Report, nodes: &NodesFile, appliance_ae: &str) {
     }
     for n in &nodes.nodes {
         node(r, n, appliance_ae);
+    }
+}
+
+/// Nodes with storage commitment report to the ingest SCP: with it off they
+/// can only report on the requesting association, which most PACS do not.
+pub fn commitment(
+    r: &mut Report,
+    nodes: &NodesFile,
+    ingest: Option<SocketAddr>,
+    appliance_ae: &str,
+) {
+    for n in nodes
+        .nodes
+        .iter()
+        .filter(|n| n.is_active && n.site.as_ref().is_some_and(|s| s.storage_commitment))
+    {
+        let check = format!("node {} storage commitment", n.node_id);
+        match ingest {
+            Some(addr) => r.ok(
+                check,
+                format!(
+                    "reports expected at {} on port {} (declare that AE and this machine's address in the PACS)",
+                    n.calling_ae(appliance_ae),
+                    addr.port()
+                ),
+            ),
+            None => r.warn(
+                check,
+                "storage_commitment is on but the ingest SCP is off (--dicom-addr off): the PACS cannot call back with its report, so deliveries to this node will fail at commitment_timeout_s",
+                "set --dicom-addr and declare the appliance (AE title, address, port) in the PACS, or turn storage_commitment off for this node",
+            ),
+        }
     }
 }
 

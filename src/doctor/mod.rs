@@ -302,6 +302,9 @@ pub fn check_all(args: RunArgs) -> Report {
     }
     if let (Some(nodes), Some(ae)) = (nodes, &inputs.ae_title) {
         dicom::nodes(&mut r, &nodes, ae);
+        if let Some(ingest) = inputs.dicom_addr {
+            dicom::commitment(&mut r, &nodes, ingest, ae);
+        }
     }
     if let Some(target) = &audit_syslog {
         audit::syslog(&mut r, target);

@@ -16,6 +16,7 @@
 //!   a persisted 7-day window (PROTOCOL.md §3).
 //! - [`journal`]: [`Journal`], the dispatch journal: records, instance sets and per-node acks,
 //!   with indexes (active, by state, by time, counts), pages and pruning.
+//! - [`commitment`]: [`Commitments`], the journaled storage commitment waits of nodes.
 //! - [`outbox`]: [`Outbox`], the durable ordered queue of outgoing events with coalescing
 //!   of superseded progress (PROTOCOL.md §4).
 //! - [`catalog`]: [`Catalog`], the index of the local DICOM cache (patients ↔ sessions ↔
@@ -25,6 +26,7 @@
 #![forbid(unsafe_code)]
 
 pub mod catalog;
+pub mod commitment;
 pub mod error;
 pub mod journal;
 mod keys;
@@ -38,6 +40,7 @@ pub use catalog::{
     Keep, RepairReport, ScanSummary, SessionSummary, StoreFigures, MAX_UID_LEN, NO_TICKET,
     PART_SUFFIX, STORAGE_DIR,
 };
+pub use commitment::{CommitmentWait, Commitments};
 pub use error::StoreError;
 pub use journal::{
     Ack, BadCursor, DispatchCounts, DispatchKind, DispatchRecord, DispatchState, Findings, Journal,

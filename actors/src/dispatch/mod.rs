@@ -3,7 +3,7 @@
 //! jobs", PROTOCOL.md §3–5).
 //!
 //! Files: `dispatcher.rs` the queue and its actor; `job.rs` one dispatch's actor;
-//! `pipeline.rs` its stages (`send_stage.rs` the send stage); `ack_journal.rs` the group commit of a batch's
+//! `pipeline.rs` its stages (`send_stage.rs` the send stage, `commitment.rs` its storage commitment wait); `ack_journal.rs` the group commit of a batch's
 //! answers; `shared.rs` what a job's stages share; `accept.rs`
 //! payload validation and target nodes; `download.rs` the archive download;
 //! `extract.rs` the untrusted-archive extraction; `follow.rs` reading an archive
@@ -21,6 +21,7 @@
 pub mod accept;
 mod ack_journal;
 mod cache_index;
+pub mod commitment;
 pub mod disk_wait;
 pub mod dispatcher;
 pub mod download;

@@ -1,7 +1,8 @@
 //! The send stage of a dispatch: per open node, the instances it still needs
 //! (the ack journal says which) handed to that node's sender pool, progress
 //! reported as answers become durable, transient failures retried with the
-//! retry policy's backoff, under the stage watchdog.
+//! retry policy's backoff, under the stage watchdog. A node with storage
+//! commitment is then asked to commit them (`commitment.rs`).
 
 use std::rc::Rc;
 use std::sync::Arc;
@@ -132,6 +133,10 @@ async fn send_to_node(env: Rc<JobEnv>, sh: Rc<JobShared>, node_id: String, sops:
             }
         };
         if work.items.is_empty() {
+            if work.refused.is_empty() && super::commitment::wanted(&node) {
+                super::commitment::commit(&env, &sh, &node, &sops).await;
+                return;
+            }
             let stored = work.stored;
             sh.update_node(&env, &node_id, |n| {
                 n.files_total = total;

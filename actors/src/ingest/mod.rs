@@ -1,5 +1,6 @@
 //! The DICOM ingest SCP: modalities send studies to the appliance's AE title
-//! with C-STORE (and check it with C-ECHO); every accepted instance is
+//! with C-STORE (and check it with C-ECHO), and PACS nodes report storage
+//! commitment to it (N-EVENT-REPORT); every accepted instance is
 //! written to `{data_dir}/storage/{study}/{series}/{sop}.dcm`, fsynced and
 //! indexed in the catalog *before* the success response (APPLIANCE.md
 //! "The local store").
@@ -16,6 +17,8 @@
 //! - `scp.rs`: one association: negotiation (called AE check, any abstract
 //!   syntax, first known transfer syntax the peer proposes) and the PDV loop.
 //! - `command.rs`: request command sets read, responses built, status codes.
+//! - `commitment.rs`: storage commitment reports (N-EVENT-REPORT) from the
+//!   PACS nodes, handed to the dispatch waiting for them.
 //! - `header.rs`: the few attributes the catalog needs, read from the
 //!   untrusted data set with every declared length checked first.
 //! - `writer.rs`: one instance streamed to a temporary file, then checked,
@@ -58,7 +61,8 @@
 //! The answer comes when every association thread has ended.
 
 mod actor;
-mod command;
+pub(crate) mod command;
+mod commitment;
 mod drain;
 mod header;
 mod indexer;

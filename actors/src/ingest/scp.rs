@@ -35,15 +35,17 @@ use socket2::SockRef;
 
 use super::actor::IngestActor;
 use super::command::{
-    parse_request, response, trim_uid, Request, STATUS_CANNOT_UNDERSTAND, STATUS_SUCCESS,
-    STATUS_UNRECOGNIZED_OPERATION,
+    parse_request, response, trim_uid, Request, STATUS_CANNOT_UNDERSTAND,
+    STATUS_PROCESSING_FAILURE, STATUS_SUCCESS, STATUS_UNRECOGNIZED_OPERATION,
 };
+use super::commitment::{take_report, MAX_REPORT};
 use super::drain::Drain;
 use super::indexer::Indexer;
 use super::messages::InstanceIngested;
 use super::pdu_in::{PduError, PduReader, Pdv, Received};
 use super::writer::{available_space, Dirs, Expected, IncomingDir, IncomingFile, IngestFailure};
 use super::IngestSettings;
+use crate::commitment::{N_EVENT_REPORT_RQ, STORAGE_COMMITMENT_PUSH};
 use crate::dimse::{C_ECHO_RQ, C_STORE_RQ, VERIFICATION_SOP_CLASS};
 use crate::health::Mailbox;
 
@@ -296,6 +298,9 @@ enum Sink {
         status: u16,
         comment: String,
     },
+    /// A storage commitment report's data set, gathered in memory (small:
+    /// a few UIDs per instance) up to [`MAX_REPORT`].
+    Report(Vec<u8>),
 }
 
 impl Sink {
@@ -350,11 +355,21 @@ impl Session {
                         "a data set on another presentation context than its command".into(),
                     );
                 }
-                if let Sink::File(file) = &mut rx.sink {
-                    if let Err(e) = file.append(pdv.data) {
-                        // Dropping the file removes it; the rest is read and discarded.
-                        rx.sink = Sink::refused(&IngestFailure::Io(e));
+                match &mut rx.sink {
+                    Sink::File(file) => {
+                        if let Err(e) = file.append(pdv.data) {
+                            // Dropping the file removes it; the rest is read and discarded.
+                            rx.sink = Sink::refused(&IngestFailure::Io(e));
+                        }
                     }
+                    Sink::Report(buf) if buf.len() + pdv.data.len() > MAX_REPORT => {
+                        rx.sink = Sink::Refused {
+                            status: STATUS_PROCESSING_FAILURE,
+                            comment: format!("report larger than {MAX_REPORT} bytes"),
+                        };
+                    }
+                    Sink::Report(buf) => buf.extend_from_slice(pdv.data),
+                    Sink::Refused { .. } => {}
                 }
                 if !pdv.is_last {
                     return Ok(None);
@@ -386,13 +401,23 @@ impl Session {
                 });
                 Ok(None)
             }
+            N_EVENT_REPORT_RQ
+                if request.has_data_set && request.sop_class_uid == STORAGE_COMMITMENT_PUSH =>
+            {
+                self.receiving = Some(Receiving {
+                    pc_id: pc,
+                    request,
+                    sink: Sink::Report(Vec::new()),
+                });
+                Ok(None)
+            }
             field => {
                 let (status, comment) = if field == C_STORE_RQ {
                     (STATUS_CANNOT_UNDERSTAND, "C-STORE-RQ without a data set")
                 } else {
                     (
                         STATUS_UNRECOGNIZED_OPERATION,
-                        "only C-ECHO and C-STORE are served",
+                        "only C-ECHO, C-STORE and commitment reports are served",
                     )
                 };
                 if request.has_data_set {
@@ -467,6 +492,11 @@ impl Session {
                 }
             }
             Sink::Refused { status, comment } => (status, Some(comment)),
+            Sink::Report(bytes) => {
+                let ts = self.contexts.get(&rx.pc_id).cloned().unwrap_or_default();
+                let status = take_report(&self.calling_ae, &bytes, &ts);
+                return reply(rx.pc_id, &rx.request, status, None);
+            }
         };
         if let Some(comment) = &comment {
             tracing::warn!(

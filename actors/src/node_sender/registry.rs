@@ -69,6 +69,11 @@ impl NodeSenders {
         self.opts.borrow().clone()
     }
 
+    /// Where `node`'s associations go (for requests outside its pool).
+    pub fn target(&self, node: &Node) -> Target {
+        target_of(node, &self.appliance_ae)
+    }
+
     /// The node's sender, started if it has none; told if `node` changed.
     pub fn sender_for(&self, node: &Node) -> Addr<NodeSender> {
         let mut senders = self.senders.borrow_mut();

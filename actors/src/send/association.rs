@@ -66,6 +66,11 @@ fn options<'a>(
             p.abstract_syntax.as_str(),
             p.transfer_syntaxes.iter().map(String::as_str).collect(),
         );
+        // Storage commitment: we may also be the SCP of its N-EVENT-REPORT, so
+        // a node can report on this association (PS3.4 J.3.3).
+        if p.abstract_syntax == crate::commitment::STORAGE_COMMITMENT_PUSH {
+            options = options.with_role_selection(p.abstract_syntax.as_str(), true, true);
+        }
     }
     options
 }

@@ -33,9 +33,11 @@
 //!   shared by every dispatch, its queue of lots, priorities, and the
 //!   instances a node keeps aborting on.
 //! - `batch.rs`: [`send_batch`]: one batch through a pool of its own (tools, tests).
+//! - `commit.rs`: [`request_commitment`]: the Storage Commitment N-ACTION.
 
 mod association;
 mod batch;
+mod commit;
 mod contexts;
 mod convert;
 mod item;
@@ -43,6 +45,8 @@ pub mod pool;
 mod status;
 mod wire;
 
+#[cfg(test)]
+mod commit_tests;
 #[cfg(test)]
 mod pool_tests;
 #[cfg(test)]
@@ -52,6 +56,7 @@ use std::time::Duration;
 
 pub use association::{chain, looks_like_tls, tls_failure};
 pub use batch::{send_batch, send_batch_to};
+pub use commit::{request_commitment, CommitRequestError};
 pub use item::{Item, ItemError};
 pub use status::{classify, StatusClass};
 
