@@ -13,13 +13,6 @@ use crate::seen::SeenTrees;
 use crate::StoreError;
 
 /// How long `open` waits for a just-dropped handle's lock: 40 × 50 ms.
-/// sled's page cache, in bytes. Its default (1 GiB) let the resident memory of
-/// a months-long run creep up with the store's size (the soak: +0.8 MiB a minute
-/// over 30 minutes); the working set of scheduling, acknowledgements and the
-/// status page is far smaller, and every other read is a page-cache hit on the
-/// OS side anyway.
-pub const CACHE_CAPACITY: u64 = 32 * 1024 * 1024;
-
 const LOCK_RETRIES: u32 = 40;
 const LOCK_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
 
@@ -48,11 +41,7 @@ impl Store {
         // lock until sled's flusher thread has noticed; wait that out, but no longer.
         let mut tries = 0;
         let db = loop {
-            match sled::Config::new()
-                .path(dir)
-                .cache_capacity(CACHE_CAPACITY)
-                .open()
-            {
+            match sled::Config::new().path(dir).open() {
                 Ok(db) => break db,
                 Err(sled::Error::Io(e))
                     if tries < LOCK_RETRIES && e.to_string().contains("could not acquire lock") =>
