@@ -34,9 +34,9 @@
 //! storescp's pair only).
 //! Results: stdout and `{target}/bench-results/cstore_vs_peers.md`.
 
-mod support;
 #[path = "cstore_vs_peers/e2e.rs"]
 mod e2e;
+mod support;
 #[path = "cstore_vs_peers/tls.rs"]
 mod tls;
 

@@ -23,6 +23,7 @@ mod metrics;
 mod operator_audit;
 mod outcomes_view;
 mod page;
+mod page_rows;
 mod probes;
 mod ws;
 

@@ -8,18 +8,10 @@ use std::fmt::Write;
 
 use serde_json::Value;
 
-use super::page::esc;
+use super::page::{esc, text};
 
 /// At most this many lines per list; the API has them all.
 const SHOWN: usize = 20;
-
-fn text(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        Value::Null => String::new(),
-        other => other.to_string(),
-    }
-}
 
 /// `<details class="outcomes">…</details>` for a dispatch's detail JSON, or
 /// nothing when every instance arrived as it was and nothing was skipped.
@@ -76,16 +68,15 @@ pub fn outcomes_html(detail: &Value) -> String {
         }
         let _ = write!(h, "<p>{}:</p><ul>", esc(&text(&n["node_id"])));
         for o in outcomes.iter().take(SHOWN) {
-            let file = text(&o["file"]);
             let _ = write!(
                 h,
                 r#"<li class="outcome-{kind}">{kind} <code>{what}</code>: {why}</li>"#,
                 kind = esc(&text(&o["outcome"])),
-                what = esc(if file.is_empty() {
-                    o["sop_instance_uid"].as_str().unwrap_or("")
+                what = esc(&text(if o["file"].is_null() {
+                    &o["sop_instance_uid"]
                 } else {
-                    &file
-                }),
+                    &o["file"]
+                })),
                 why = esc(&text(&o["reason"])),
             );
         }
