@@ -33,6 +33,8 @@ mod keys;
 pub mod outbox;
 pub mod seen;
 pub mod store;
+#[cfg(any(test, feature = "test-support"))]
+pub mod testing;
 
 pub use catalog::{
     audit, evict, finish_file_deletion, instance_rel_path, is_valid_uid, rebuild_catalog, repair,

@@ -63,31 +63,8 @@ impl Needed {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use laminate_store::{DispatchKind, DispatchRecord, NodeProgress, NodeStatus, Priority};
-
-    fn rec(id: &str, status: NodeStatus, stage: Stage, updated_at_ms: u64) -> DispatchRecord {
-        let mut node = NodeProgress::queued("n1");
-        node.status = status;
-        DispatchRecord {
-            id: id.into(),
-            seq: 0,
-            correlation_id: format!("c_{id}"),
-            workspace_id: "ws".into(),
-            entity_type: "session".into(),
-            entity_id: "s".into(),
-            kind: DispatchKind::Session,
-            priority: Priority::Normal,
-            subject_id: None,
-            session_id: None,
-            label: None,
-            created_at_ms: 1,
-            updated_at_ms,
-            stage,
-            study_uids: vec![],
-            nodes: vec![node],
-            replays: 0,
-        }
-    }
+    use laminate_store::testing::dispatch_record;
+    use laminate_store::{DispatchRecord, NodeStatus};
 
     fn put(store: &Store, r: DispatchRecord, sops: &[&str]) {
         store.journal_put(&r).unwrap();
@@ -102,7 +79,7 @@ mod tests {
         let now = 100 * hour;
         put(
             &store,
-            rec(
+            dispatch_record(
                 "retrying",
                 NodeStatus::Retrying,
                 Stage::Sending,
@@ -112,7 +89,7 @@ mod tests {
         );
         put(
             &store,
-            rec(
+            dispatch_record(
                 "failed_recently",
                 NodeStatus::Failed,
                 Stage::Finished,
@@ -122,7 +99,7 @@ mod tests {
         );
         put(
             &store,
-            rec(
+            dispatch_record(
                 "failed_long_ago",
                 NodeStatus::Failed,
                 Stage::Finished,
@@ -132,7 +109,7 @@ mod tests {
         );
         put(
             &store,
-            rec(
+            dispatch_record(
                 "completed",
                 NodeStatus::Completed,
                 Stage::Finished,
@@ -142,7 +119,7 @@ mod tests {
         );
         put(
             &store,
-            rec(
+            dispatch_record(
                 "indexing",
                 NodeStatus::Extracting,
                 Stage::Extracting,

@@ -70,42 +70,29 @@ pub fn prune_all(store: &Store, cutoff_ms: u64) -> Result<usize, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use laminate_store::{DispatchKind, DispatchRecord, NodeProgress, NodeStatus, Priority, Stage};
-
-    fn finished(id: &str, updated_at_ms: u64) -> DispatchRecord {
-        let mut node = NodeProgress::queued("n1");
-        node.status = NodeStatus::Completed;
-        DispatchRecord {
-            id: id.into(),
-            seq: 0,
-            correlation_id: format!("c_{id}"),
-            workspace_id: "ws".into(),
-            entity_type: "session".into(),
-            entity_id: "s".into(),
-            kind: DispatchKind::Session,
-            priority: Priority::Normal,
-            subject_id: None,
-            session_id: None,
-            label: None,
-            created_at_ms: updated_at_ms,
-            updated_at_ms,
-            stage: Stage::Finished,
-            study_uids: vec![],
-            nodes: vec![node],
-            replays: 0,
-        }
-    }
+    use laminate_store::testing::dispatch_record;
+    use laminate_store::{NodeStatus, Stage};
 
     #[test]
     fn prune_all_goes_past_one_batch() {
         let store = Store::open_temporary().expect("store");
         for i in 0..(PRUNE_BATCH as u64 + 5) {
             store
-                .journal_put(&finished(&format!("d{i:05}"), 10 + i))
+                .journal_put(&dispatch_record(
+                    &format!("d{i:05}"),
+                    NodeStatus::Completed,
+                    Stage::Finished,
+                    10 + i,
+                ))
                 .expect("put");
         }
         store
-            .journal_put(&finished("recent", 1_000_000))
+            .journal_put(&dispatch_record(
+                "recent",
+                NodeStatus::Completed,
+                Stage::Finished,
+                1_000_000,
+            ))
             .expect("put");
         assert_eq!(prune_all(&store, 500_000).expect("prune"), PRUNE_BATCH + 5);
         let left: Vec<String> = store

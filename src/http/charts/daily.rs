@@ -166,48 +166,45 @@ fn date_of(day: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use laminate_store::{DispatchKind, NodeProgress, NodeStatus, Priority, Stage};
+    use laminate_store::testing::dispatch_record;
+    use laminate_store::{NodeStatus, Stage};
 
     const NOW: u64 = 1_764_806_400_000 + 12 * 3600 * 1000; // 2025-12-04T12:00Z
-
-    fn record(id: &str, status: NodeStatus, updated_at_ms: u64) -> DispatchRecord {
-        let mut node = NodeProgress::queued("n1");
-        node.status = status;
-        DispatchRecord {
-            id: id.into(),
-            seq: 1,
-            correlation_id: format!("c_{id}"),
-            workspace_id: "ws".into(),
-            entity_type: "session".into(),
-            entity_id: "s".into(),
-            kind: DispatchKind::Session,
-            priority: Priority::Normal,
-            subject_id: None,
-            session_id: None,
-            label: None,
-            created_at_ms: updated_at_ms,
-            updated_at_ms,
-            stage: Stage::Finished,
-            study_uids: vec![],
-            nodes: vec![node],
-            replays: 0,
-        }
-    }
 
     #[test]
     fn finished_dispatches_count_on_their_day_and_changes_are_followed() {
         let store = Store::open_temporary().expect("store");
         store
-            .journal_put(&record("a", NodeStatus::Completed, NOW))
+            .journal_put(&dispatch_record(
+                "a",
+                NodeStatus::Completed,
+                Stage::Finished,
+                NOW,
+            ))
             .expect("put");
         store
-            .journal_put(&record("b", NodeStatus::Failed, NOW - DAY_MS))
+            .journal_put(&dispatch_record(
+                "b",
+                NodeStatus::Failed,
+                Stage::Finished,
+                NOW - DAY_MS,
+            ))
             .expect("put");
         store
-            .journal_put(&record("c", NodeStatus::Sending, NOW))
+            .journal_put(&dispatch_record(
+                "c",
+                NodeStatus::Sending,
+                Stage::Finished,
+                NOW,
+            ))
             .expect("put");
         store
-            .journal_put(&record("old", NodeStatus::Completed, NOW - 20 * DAY_MS))
+            .journal_put(&dispatch_record(
+                "old",
+                NodeStatus::Completed,
+                Stage::Finished,
+                NOW - 20 * DAY_MS,
+            ))
             .expect("put");
         let tally = DailyTally::default();
         let days = tally.days(&store, NOW);
@@ -232,10 +229,20 @@ mod tests {
 
         // c completes, a is replayed (active again): only the touched ids are read.
         store
-            .journal_put(&record("c", NodeStatus::Completed, NOW))
+            .journal_put(&dispatch_record(
+                "c",
+                NodeStatus::Completed,
+                Stage::Finished,
+                NOW,
+            ))
             .expect("put");
         store
-            .journal_put(&record("a", NodeStatus::Queued, NOW))
+            .journal_put(&dispatch_record(
+                "a",
+                NodeStatus::Queued,
+                Stage::Finished,
+                NOW,
+            ))
             .expect("put");
         let unchanged = tally.days(&store, NOW);
         assert_eq!(unchanged[13].completed, 1, "not told yet: no scan");
@@ -244,7 +251,12 @@ mod tests {
         assert_eq!(tally.days(&store, NOW)[13].completed, 1, "c in, a out");
         // After lost feed messages a full scan catches up.
         store
-            .journal_put(&record("d", NodeStatus::Failed, NOW))
+            .journal_put(&dispatch_record(
+                "d",
+                NodeStatus::Failed,
+                Stage::Finished,
+                NOW,
+            ))
             .expect("put");
         tally.lost_track();
         assert_eq!(tally.days(&store, NOW)[13].failed, 1);

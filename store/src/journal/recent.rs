@@ -30,48 +30,43 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
-    use crate::{
-        DispatchKind, DispatchRecord, Journal, NodeProgress, NodeStatus, Priority, Stage, Store,
-    };
-
-    fn rec(id: &str, status: NodeStatus, updated_at_ms: u64) -> DispatchRecord {
-        let mut node = NodeProgress::queued("n1");
-        node.status = status;
-        DispatchRecord {
-            id: id.into(),
-            seq: 0,
-            correlation_id: format!("c_{id}"),
-            workspace_id: "ws".into(),
-            entity_type: "session".into(),
-            entity_id: "s".into(),
-            kind: DispatchKind::Session,
-            priority: Priority::Normal,
-            subject_id: None,
-            session_id: None,
-            label: None,
-            created_at_ms: 1,
-            updated_at_ms,
-            stage: Stage::Finished,
-            study_uids: vec![],
-            nodes: vec![node],
-            replays: 0,
-        }
-    }
+    use crate::testing::dispatch_record;
+    use crate::{Journal, NodeStatus, Stage, Store};
 
     #[test]
     fn only_what_finished_in_the_window_is_listed() {
         let store = Store::open_temporary().expect("store");
         store
-            .journal_put(&rec("old", NodeStatus::Failed, 100))
+            .journal_put(&dispatch_record(
+                "old",
+                NodeStatus::Failed,
+                Stage::Finished,
+                100,
+            ))
             .unwrap();
         store
-            .journal_put(&rec("new", NodeStatus::Failed, 500))
+            .journal_put(&dispatch_record(
+                "new",
+                NodeStatus::Failed,
+                Stage::Finished,
+                500,
+            ))
             .unwrap();
         store
-            .journal_put(&rec("done", NodeStatus::Completed, 600))
+            .journal_put(&dispatch_record(
+                "done",
+                NodeStatus::Completed,
+                Stage::Finished,
+                600,
+            ))
             .unwrap();
         store
-            .journal_put(&rec("open", NodeStatus::Retrying, 700))
+            .journal_put(&dispatch_record(
+                "open",
+                NodeStatus::Retrying,
+                Stage::Finished,
+                700,
+            ))
             .unwrap();
         let ids: Vec<String> = store
             .journal_finished_since(200)
