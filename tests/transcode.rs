@@ -278,4 +278,28 @@ fn a_native_only_node_receives_every_compressed_instance_decoded() {
             case.file.display()
         );
     }
+    // Every one is listed as transcoded, with the syntax it was sent in and why.
+    let detail = app.get_json("/api/dispatches/corr_tc");
+    let outcomes = detail["nodes"][0]["outcomes"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(outcomes.len(), cases.len(), "{detail:#}");
+    for o in &outcomes {
+        assert_eq!(o["outcome"], "transcoded", "{o}");
+        assert!(
+            native.contains(&o["transfer_syntax"].as_str().unwrap_or("")),
+            "{o}"
+        );
+        assert!(
+            o["reason"]
+                .as_str()
+                .is_some_and(|r| r.starts_with("the node did not take ")),
+            "{o}"
+        );
+        assert!(
+            o["file"].as_str().is_some_and(|f| f.ends_with(".dcm")),
+            "{o}"
+        );
+    }
 }
