@@ -46,22 +46,6 @@ fn collector(listener: TcpListener, frames: Arc<Mutex<Vec<String>>>) {
     });
 }
 
-/// A loopback port bound but not listening: connections to it are refused, and no
-/// other test can take it (a port only found free could be, in a parallel test).
-fn reserved_port() -> (socket2::Socket, u16) {
-    let s =
-        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
-    s.bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into())
-        .expect("bind");
-    let port = s
-        .local_addr()
-        .ok()
-        .and_then(|a| a.as_socket())
-        .map(|a| a.port())
-        .expect("port");
-    (s, port)
-}
-
 #[test]
 fn audit_records_are_forwarded_as_octet_counted_rfc5424_syslog() {
     let listener = TcpListener::bind("127.0.0.1:0").expect("listener");
@@ -117,8 +101,8 @@ fn audit_records_are_forwarded_as_octet_counted_rfc5424_syslog() {
 
 #[test]
 fn records_made_while_the_syslog_collector_is_away_reach_it_when_it_comes_up() {
-    let (socket, port) = reserved_port();
-    let target = format!("127.0.0.1:{port}");
+    let down = DownPort::reserve();
+    let target = format!("127.0.0.1:{}", down.port());
     let sim = sim();
     let app = appliance(&sim, free_port(), &["--audit-syslog", &target]);
     let (status, _) = app.post("/api/nodes/node_1/echo", None).expect("answer");
@@ -134,8 +118,7 @@ fn records_made_while_the_syslog_collector_is_away_reach_it_when_it_comes_up() {
         "{}",
         app.logs()
     );
-    socket.listen(16).expect("the collector listens");
-    let listener: TcpListener = socket.into();
+    let listener = down.listen();
     let frames = Arc::new(Mutex::new(Vec::new()));
     collector(listener, frames.clone());
     let got = eventually(T, || {
@@ -153,8 +136,8 @@ fn doctor_says_whether_the_audit_syslog_collector_accepts_connections() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let listener = TcpListener::bind("127.0.0.1:0").expect("listener");
     let up = format!("127.0.0.1:{}", listener.local_addr().expect("addr").port());
-    let (_refusing, down_port) = reserved_port();
-    let down = format!("127.0.0.1:{down_port}");
+    let refusing = DownPort::reserve();
+    let down = format!("127.0.0.1:{}", refusing.port());
     let doctor = |target: &str| {
         let http = format!("127.0.0.1:{}", free_port());
         let data = tmp.path().join("data").display().to_string();

@@ -217,7 +217,7 @@ fn under_min_free_gb_the_ingest_scp_answers_out_of_resources_and_takes_instances
 fn eviction_by_retention_keeps_what_a_retrying_dispatch_needs_and_takes_the_rest() {
     let sim = sim();
     let scp = StoreScp::start("PACS_A");
-    let down = free_port();
+    let down = DownPort::reserve();
     let (zip_a, _) = study(1, 3, 2048);
     let (zip_b, sops_b) = study(1, 4, 2048);
     sim.put_download(EntityKind::Session, "sess_done", zip_a);
@@ -226,7 +226,7 @@ fn eviction_by_retention_keeps_what_a_retrying_dispatch_needs_and_takes_the_rest
         &sim.backend_url(),
         json!([
             node("node_1", "PACS_A", scp.port),
-            node("node_2", "PACS_B", down)
+            node("node_2", "PACS_B", down.port())
         ]),
         Some(json!({ "node_retry_max_backoff_s": 1, "node_retry_max_attempts": 1000 })),
     );
@@ -272,7 +272,7 @@ fn eviction_by_retention_keeps_what_a_retrying_dispatch_needs_and_takes_the_rest
 
     // The node comes up: the retrying dispatch sends from the cache, no new download.
     let downloads_before = sim.download_requests().len();
-    let scp_b = StoreScp::start_on(down, "PACS_B", &[]);
+    let scp_b = StoreScp::start_on(down.release(), "PACS_B", &[]);
     let last = wait_final(&sim, "corr_retry", "node_2", Duration::from_secs(60))
         .unwrap_or_else(|| panic!("no final status:\n{}", app.logs()));
     assert_eq!(last["status"], "completed", "{last}\n{}", app.logs());

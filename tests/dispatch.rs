@@ -152,12 +152,12 @@ fn two_nodes_get_their_own_statuses_and_unmanaged_nodes_are_ignored() {
 #[test]
 fn a_node_down_at_the_start_is_retried_until_it_comes_up() {
     let sim = sim();
-    let port = free_port();
+    let port = DownPort::reserve();
     let (zip, sops) = study(1, 4, 4096);
     sim.put_download(EntityKind::Scan, "scan_1", zip);
     let mut app = Appliance::start_with_nodes(
         &sim.backend_url(),
-        json!([node("node_1", "PACS_A", port)]),
+        json!([node("node_1", "PACS_A", port.port())]),
         None,
     );
     app.wait_ready(T);
@@ -180,7 +180,7 @@ fn a_node_down_at_the_start_is_retried_until_it_comes_up() {
             .is_some_and(|e| e.contains("next try in")),
         "{retrying}"
     );
-    let scp = StoreScp::start_on(port, "PACS_A", &[]);
+    let scp = StoreScp::start_on(port.release(), "PACS_A", &[]);
     let last = wait_final(&sim, "corr_down", "node_1", Duration::from_secs(60)).expect("final");
     assert_eq!(last["status"], "completed", "{last}");
     assert_eq!(scp.sop_uids(), sops);
@@ -567,12 +567,12 @@ fn kill_9_while_sending_resumes_after_restart_without_resending_acknowledged_ins
 #[test]
 fn a_dispatch_finishing_while_the_backend_is_down_reports_after_reconnect() {
     let sim = sim();
-    let port = free_port();
+    let port = DownPort::reserve();
     let (zip, sops) = study(1, 3, 4096);
     sim.put_download(EntityKind::Session, "sess_bd", zip);
     let mut app = Appliance::start_with_nodes(
         &sim.backend_url(),
-        json!([node("node_1", "PACS_A", port)]),
+        json!([node("node_1", "PACS_A", port.port())]),
         None,
     );
     app.wait_ready(T);
@@ -590,7 +590,7 @@ fn a_dispatch_finishing_while_the_backend_is_down_reports_after_reconnect() {
     })
     .expect("retrying");
     sim.go_down();
-    let scp = StoreScp::start_on(port, "PACS_A", &[]);
+    let scp = StoreScp::start_on(port.release(), "PACS_A", &[]);
     eventually(Duration::from_secs(60), || {
         (scp.sop_uids() == sops).then_some(())
     })
@@ -756,14 +756,18 @@ fn replay_resends_from_the_cache_and_the_cli_lists_and_replays() {
 #[test]
 fn cancel_during_retry_removal_of_a_node_and_session_deletion_stop_the_work() {
     let sim = sim();
-    let (p1, p2, p3) = (free_port(), free_port(), free_port());
+    let (p1, p2, p3) = (
+        DownPort::reserve(),
+        DownPort::reserve(),
+        DownPort::reserve(),
+    );
     for id in ["sess_c1", "sess_c2", "sess_c3"] {
         sim.put_download(EntityKind::Session, id, study(1, 2, 1024).0);
     }
     let nodes = json!([
-        node("n1", "PACS_A", p1),
-        node("n2", "PACS_B", p2),
-        node("n3", "PACS_C", p3)
+        node("n1", "PACS_A", p1.port()),
+        node("n2", "PACS_B", p2.port()),
+        node("n3", "PACS_C", p3.port())
     ]);
     let mut app = Appliance::start_with_nodes(
         &sim.backend_url(),
@@ -824,7 +828,7 @@ fn cancel_during_retry_removal_of_a_node_and_session_deletion_stop_the_work() {
     let c3 = wait_final(&sim, "c3", "n3", T).expect("final c3");
     assert_eq!(c3["status"], "cancelled");
     // Nodes coming up later receive nothing.
-    let late = StoreScp::start_on(p1, "PACS_A", &[]);
+    let late = StoreScp::start_on(p1.release(), "PACS_A", &[]);
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(late.store_requests(), 0);
     assert_eq!(app.status()["dispatches"]["active"], 0);
@@ -911,14 +915,14 @@ fn sigterm_while_sending_exits_cleanly_in_time_and_the_restart_resends_nothing()
 #[test]
 fn replay_every_failed_dispatch_since_a_time_after_an_outage() {
     let sim = sim();
-    let port = free_port();
+    let port = DownPort::reserve();
     for id in ["sess_f1", "sess_f2"] {
         sim.put_download(EntityKind::Session, id, study(1, 2, 1024).0);
     }
     // No retries: a node that is down fails the dispatch at once.
     let mut app = Appliance::start_with_nodes(
         &sim.backend_url(),
-        json!([node("node_1", "PACS_A", port)]),
+        json!([node("node_1", "PACS_A", port.port())]),
         Some(json!({"node_retry_max_attempts": 0})),
     );
     app.wait_ready(T);
@@ -932,7 +936,7 @@ fn replay_every_failed_dispatch_since_a_time_after_an_outage() {
         );
     }
     assert_eq!(app.status()["dispatches"]["failed"], 2);
-    let scp = StoreScp::start_on(port, "PACS_A", &[]);
+    let scp = StoreScp::start_on(port.release(), "PACS_A", &[]);
     // Nothing failed after a future time.
     let (code, body) = app
         .post(
@@ -1007,12 +1011,12 @@ fn a_redirect_to_another_origin_is_refused() {
 fn a_node_that_is_down_does_not_hold_up_the_other() {
     let sim = sim();
     let up = StoreScp::start("PACS_UP");
-    let down_port = free_port();
+    let down_port = DownPort::reserve();
     let (zip, sops) = study(1, 5, 2048);
     sim.put_download(EntityKind::Session, "sess_two", zip);
     let nodes = json!([
         node("up", "PACS_UP", up.port),
-        node("down", "PACS_DOWN", down_port)
+        node("down", "PACS_DOWN", down_port.port())
     ]);
     let mut app = Appliance::start_with_nodes(&sim.backend_url(), nodes, None);
     app.wait_ready(T);

@@ -126,14 +126,14 @@ fn a_node_whose_port_nothing_listens_on_fails_its_check_and_the_exit_code() {
     let orthanc = Orthanc::start("ORTHANC");
     let tmp = tempfile::tempdir().expect("tempdir");
     let data = tmp.path().join("data");
-    let dead = free_port();
-    let mut inactive = node("node_off", "NOBODY", dead);
+    let dead = DownPort::reserve();
+    let mut inactive = node("node_off", "NOBODY", dead.port());
     inactive["is_active"] = json!(false);
     write_nodes(
         &data,
         json!([
             node("node_up", "ORTHANC", orthanc.dicom_port),
-            node("node_down", "PACS_B", dead),
+            node("node_down", "PACS_B", dead.port()),
             // Orthanc checks the called AE title: the association is refused.
             node("node_wrong_ae", "NOT_ORTHANC", orthanc.dicom_port),
             inactive,

@@ -446,8 +446,8 @@ fn heartbeat_reports_status_nodes_and_follows_a_live_interval_change() {
     // One reachable active node, one unreachable, one inactive.
     let mut inactive = node("node_off", 9);
     inactive["is_active"] = json!(false);
-    let dead_port = free_port();
-    assert!(sim.send_event(&event("proxy.nodes_changed", "hb_nodes", json!({"action": "replaced", "nodes": [node("node_up", scp.port), node("node_down", dead_port), inactive]}))));
+    let dead_port = DownPort::reserve();
+    assert!(sim.send_event(&event("proxy.nodes_changed", "hb_nodes", json!({"action": "replaced", "nodes": [node("node_up", scp.port), node("node_down", dead_port.port()), inactive]}))));
     eventually(T, || {
         (app.get_json("/api/nodes")[0]["online"] == true).then_some(())
     })

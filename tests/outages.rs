@@ -141,7 +141,7 @@ fn a_pacs_down_past_its_retries_is_parked_through_a_restart_and_completes_by_its
 fn two_dispatches_retrying_a_down_node_do_not_delay_a_third_to_a_healthy_node() {
     let sim = sim();
     let up = StoreScp::start("PACS_UP");
-    let down = free_port();
+    let down = DownPort::reserve();
     let (zip, sops) = study(1, 3, 2048);
     for id in ["sess_d1", "sess_d2", "sess_ok"] {
         sim.put_download(EntityKind::Session, id, zip.clone());
@@ -150,7 +150,7 @@ fn two_dispatches_retrying_a_down_node_do_not_delay_a_third_to_a_healthy_node() 
     let app = appliance(
         &sim,
         json!([
-            node("down", "PACS_DOWN", down),
+            node("down", "PACS_DOWN", down.port()),
             node("up", "PACS_UP", up.port)
         ]),
         json!({"max_concurrent_dispatches": 2}),
@@ -187,12 +187,12 @@ fn two_dispatches_retrying_a_down_node_do_not_delay_a_third_to_a_healthy_node() 
 #[test]
 fn a_retrying_dispatch_retries_at_once_when_its_node_answers_again() {
     let sim = sim();
-    let port = free_port();
+    let port = DownPort::reserve();
     let (zip, sops) = study(1, 4, 2048);
     sim.put_download(EntityKind::Session, "sess_w", zip);
     let app = appliance(
         &sim,
-        json!([node("node_1", "PACS_A", port)]),
+        json!([node("node_1", "PACS_A", port.port())]),
         json!({"node_retry_max_attempts": 20, "node_retry_max_backoff_s": 600}),
     );
     assert!(sim.send_event(&dispatch_event(
@@ -209,8 +209,14 @@ fn a_retrying_dispatch_retries_at_once_when_its_node_answers_again() {
                 .as_str()
                 .is_some_and(|e| e.contains("next try in 16 s"))
     })
-    .unwrap_or_else(|| panic!("no 16 s backoff:\n{}", app.logs()));
-    let scp = StoreScp::start_on(port, "PACS_A", &[]);
+    .unwrap_or_else(|| {
+        panic!(
+            "no 16 s backoff; statuses {:?}\n{}",
+            statuses(&sim, "c_w", "node_1"),
+            app.logs()
+        )
+    });
+    let scp = StoreScp::start_on(port.release(), "PACS_A", &[]);
     // Well before the 16 s are up: the node's answer to C-ECHO ended the wait.
     let last = wait_final(&sim, "c_w", "node_1", Duration::from_secs(10))
         .unwrap_or_else(|| panic!("still waiting out its backoff:\n{}", app.logs()));
@@ -221,12 +227,12 @@ fn a_retrying_dispatch_retries_at_once_when_its_node_answers_again() {
 #[test]
 fn an_operators_replay_takes_a_dispatch_out_of_parking_and_it_runs_one_replay() {
     let sim = sim();
-    let port = free_port();
+    let port = DownPort::reserve();
     let (zip, sops) = study(1, 3, 2048);
     sim.put_download(EntityKind::Session, "sess_op", zip);
     let app = appliance(
         &sim,
-        json!([node("node_1", "PACS_A", port)]),
+        json!([node("node_1", "PACS_A", port.port())]),
         json!({"node_retry_max_attempts": 1, "node_retry_max_backoff_s": 60}),
     );
     assert!(sim.send_event(&dispatch_event(
@@ -250,7 +256,7 @@ fn an_operators_replay_takes_a_dispatch_out_of_parking_and_it_runs_one_replay() 
     // Its retry waits a minute; the node comes back meanwhile. The running
     // replay retries at once; no second replay starts.
     assert!(has_status(&sim, "c_op", "node_1", "retrying", T));
-    let scp = StoreScp::start_on(port, "PACS_A", &[]);
+    let scp = StoreScp::start_on(port.release(), "PACS_A", &[]);
     assert!(
         has_status(&sim, "c_op", "node_1", "completed", T),
         "{}",
@@ -360,11 +366,11 @@ fn deleting_a_session_or_a_scan_while_it_downloads_cancels_the_dispatch_and_remo
 #[test]
 fn cancelling_a_parked_dispatch_stops_its_automatic_replay_and_it_stays_failed() {
     let sim = sim();
-    let port = free_port();
+    let port = DownPort::reserve();
     sim.put_download(EntityKind::Session, "sess_stop", study(1, 2, 1024).0);
     let app = appliance(
         &sim,
-        json!([node("node_1", "PACS_A", port)]),
+        json!([node("node_1", "PACS_A", port.port())]),
         json!({"node_retry_max_attempts": 0}),
     );
     assert!(sim.send_event(&dispatch_event(
@@ -392,7 +398,7 @@ fn cancelling_a_parked_dispatch_stops_its_automatic_replay_and_it_stays_failed()
         .expect("answer");
     assert_eq!(code, 409);
     // The node comes back: nothing is replayed.
-    let scp = StoreScp::start_on(port, "PACS_A", &[]);
+    let scp = StoreScp::start_on(port.release(), "PACS_A", &[]);
     eventually(T, || {
         (app.get_json("/api/nodes")[0]["online"] == true).then_some(())
     })

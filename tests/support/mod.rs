@@ -23,6 +23,54 @@ pub fn free_port() -> u16 {
         .expect("a free loopback port")
 }
 
+/// A loopback port held bound but not listening: connecting to it is refused at
+/// once, and neither a parallel test's `free_port()` nor an outgoing connection's
+/// ephemeral port can take it while it is held. A node that is "down" must use
+/// one of these; a port only found free by `free_port()` can be handed to another
+/// test's receiver during a long outage test.
+pub struct DownPort {
+    socket: Option<socket2::Socket>,
+    port: u16,
+}
+
+impl DownPort {
+    pub fn reserve() -> Self {
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+            .expect("socket");
+        socket
+            .bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into())
+            .expect("bind a loopback port");
+        let port = socket
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+            .map(|a| a.port())
+            .expect("the bound port");
+        Self {
+            socket: Some(socket),
+            port,
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Lets the port go so a receiver can listen on it ("the node comes back").
+    pub fn release(mut self) -> u16 {
+        self.socket.take();
+        self.port
+    }
+
+    /// Starts listening on the held port, with no window in which another
+    /// socket could take it.
+    pub fn listen(mut self) -> TcpListener {
+        let socket = self.socket.take().expect("a DownPort holds its socket");
+        socket.listen(16).expect("listen on the held port");
+        socket.into()
+    }
+}
+
 /// Polls `f` until it returns Some or the deadline passes.
 pub fn eventually<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
     let deadline = Instant::now() + timeout;
