@@ -557,6 +557,24 @@ fn main() {
         orthanc(tls::ORTHANC_PLAIN),
         0.7,
     );
+    for n in [1usize, 4] {
+        let of = |rx: &str| {
+            rows.iter()
+                .find(|r| r.receiver == rx && r.assoc == n)
+                .map(|r| mb / r.time.as_secs_f64())
+        };
+        let (ours_tls, ours_plain) = (of(tls::TLS_RECEIVER), of(tls::PLAIN_RECEIVER));
+        let (limit_tls, limit_plain) = (of(tls::LIMIT_TLS), of(tls::LIMIT_PLAIN));
+        targets.push(match (ours_tls, ours_plain, limit_tls, limit_plain) {
+            (Some(ot), Some(op), Some(lt), Some(lp)) => format!(
+                "- {n} assoc: the TLS ceiling here (the wire-limit exchange, rustls both ends, vs plain) = {:.2}× ({lt:.1} vs {lp:.1} MB/s); ours over TLS reaches {:.0} % of the TLS limit, ours in plain TCP {:.0} % of the plain one",
+                lt / lp,
+                100.0 * ot / lt,
+                100.0 * op / lp
+            ),
+            _ => format!("- {n} assoc: the TLS ceiling: n/a (a row is missing)"),
+        });
+    }
     for n in [1u32, 4] {
         let limit = rows
             .iter()

@@ -7,6 +7,10 @@
 //! its answer before sending the next file, as a C-STORE sender does. Both
 //! ends set TCP_NODELAY (the delayed-ACK × Nagle trap would measure 40 ms
 //! stalls, not the wire).
+//!
+//! The TLS variant (issue 16's ceiling) runs the same exchange inside rustls on
+//! both ends with the appliance's own client configuration: what encrypting and
+//! decrypting every byte costs on this machine, with no DICOM anywhere.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -26,15 +30,33 @@ impl LimitReceiver {
         let port = listener.local_addr().expect("local addr").port();
         std::thread::spawn(move || {
             for conn in listener.incoming().flatten() {
+                let _ = conn.set_nodelay(true);
                 std::thread::spawn(move || serve(conn));
+            }
+        });
+        LimitReceiver { port }
+    }
+
+    /// The same receiver inside TLS (rustls, `config`).
+    pub fn start_tls(config: Arc<rustls::ServerConfig>) -> LimitReceiver {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+        let port = listener.local_addr().expect("local addr").port();
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                let config = config.clone();
+                std::thread::spawn(move || {
+                    let _ = conn.set_nodelay(true);
+                    if let Ok(tls) = rustls::ServerConnection::new(config) {
+                        serve(rustls::StreamOwned::new(tls, conn));
+                    }
+                });
             }
         });
         LimitReceiver { port }
     }
 }
 
-fn serve(mut conn: TcpStream) {
-    let _ = conn.set_nodelay(true);
+fn serve(mut conn: impl Read + Write) {
     let mut buf = vec![0u8; 1 << 20];
     let mut len = [0u8; 8];
     while conn.read_exact(&mut len).is_ok() {
@@ -46,7 +68,7 @@ fn serve(mut conn: TcpStream) {
             }
             left -= n;
         }
-        if conn.write_all(&[0u8; 12]).is_err() {
+        if conn.write_all(&[0u8; 12]).and_then(|_| conn.flush()).is_err() {
             return;
         }
     }
@@ -55,22 +77,44 @@ fn serve(mut conn: TcpStream) {
 /// Sends every file over `connections` connections (files dealt round-robin),
 /// each file read from disk as it goes; the time until the last answer.
 pub fn limit_send(files: &[PathBuf], port: u16, connections: usize) -> Duration {
+    limit_send_over(files, port, connections, None)
+}
+
+/// [`limit_send`] inside TLS with `config` (the server is `localhost`).
+pub fn limit_send_tls(
+    files: &[PathBuf],
+    port: u16,
+    connections: usize,
+    config: Arc<rustls::ClientConfig>,
+) -> Duration {
+    limit_send_over(files, port, connections, Some(config))
+}
+
+fn limit_send_over(
+    files: &[PathBuf],
+    port: u16,
+    connections: usize,
+    tls: Option<Arc<rustls::ClientConfig>>,
+) -> Duration {
     let files = Arc::new(files.to_vec());
     let n = connections.max(1);
     let started = Instant::now();
     let workers: Vec<_> = (0..n)
         .map(|k| {
             let files = files.clone();
+            let tls = tls.clone();
             std::thread::spawn(move || {
-                let mut conn = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+                let conn = TcpStream::connect(("127.0.0.1", port)).expect("connect");
                 conn.set_nodelay(true).expect("nodelay");
-                let mut answer = [0u8; 12];
-                for f in files.iter().skip(k).step_by(n) {
-                    let bytes = std::fs::read(f).expect("read file");
-                    conn.write_all(&(bytes.len() as u64).to_le_bytes())
-                        .expect("send length");
-                    conn.write_all(&bytes).expect("send file");
-                    conn.read_exact(&mut answer).expect("answer");
+                let files = files.iter().skip(k).step_by(n);
+                match tls {
+                    None => send_files(conn, files),
+                    Some(config) => {
+                        let name = rustls::pki_types::ServerName::try_from("localhost")
+                            .expect("server name");
+                        let tls = rustls::ClientConnection::new(config, name).expect("TLS client");
+                        send_files(rustls::StreamOwned::new(tls, conn), files)
+                    }
                 }
             })
         })
@@ -79,4 +123,16 @@ pub fn limit_send(files: &[PathBuf], port: u16, connections: usize) -> Duration 
         w.join().expect("sender thread");
     }
     started.elapsed()
+}
+
+fn send_files<'a>(mut conn: impl Read + Write, files: impl Iterator<Item = &'a PathBuf>) {
+    let mut answer = [0u8; 12];
+    for f in files {
+        let bytes = std::fs::read(f).expect("read file");
+        conn.write_all(&(bytes.len() as u64).to_le_bytes())
+            .expect("send length");
+        conn.write_all(&bytes).expect("send file");
+        conn.flush().expect("flush");
+        conn.read_exact(&mut answer).expect("answer");
+    }
 }
