@@ -202,6 +202,49 @@ fn a_node_whose_certificate_is_not_signed_by_ca_file_is_a_clear_node_error() {
 }
 
 #[test]
+fn a_ca_file_renewed_in_place_is_used_without_touching_node_settings_json() {
+    let sim = sim();
+    let pki = Pki::new();
+    let scp = pki.storescp("PACS_A", "-ic");
+    let (zip, sops) = study(3);
+    sim.put_download(EntityKind::Session, "sess_1", zip);
+    // The site's CA file is out of date: it holds another CA.
+    let site_ca = pki.path("site-ca.pem");
+    std::fs::copy(pki.path("other-ca.pem"), &site_ca).expect("copy");
+    let app = start(
+        &sim,
+        scp.port,
+        json!({"node_1": {"tls": {"ca_file": site_ca.display().to_string()}}}),
+    );
+    let settings_file = app.data_dir.join("node-settings.json");
+    let written = std::fs::metadata(&settings_file)
+        .and_then(|m| m.modified())
+        .expect("mtime");
+    eventually(T, || {
+        node_row(&app)["last_echo_error"]
+            .as_str()
+            .filter(|e| e.contains("not signed by a CA in ca_file"))
+            .map(str::to_owned)
+    })
+    .unwrap_or_else(|| panic!("the wrong CA is refused: {}", node_row(&app)));
+    // The renewed CA is written over the old file; the JSON is not touched.
+    std::fs::copy(pki.path("ca.pem"), &site_ca).expect("renew");
+    eventually(T, || {
+        let (code, body) = app.post("/api/nodes/node_1/echo", None)?;
+        (code == 200 && body.contains("\"ok\":true")).then_some(())
+    })
+    .unwrap_or_else(|| panic!("renewed CA not picked up: {}", node_row(&app)));
+    dispatch(&sim, "sess_1", "corr_renewed");
+    let last = wait_final(&sim, "corr_renewed", "node_1", T).expect("final status");
+    assert_eq!(last["status"], "completed", "{last}");
+    assert_eq!(scp.sop_uids(), sops);
+    let still = std::fs::metadata(&settings_file)
+        .and_then(|m| m.modified())
+        .expect("mtime");
+    assert_eq!(still, written, "node-settings.json was left alone");
+}
+
+#[test]
 fn mutual_tls_presents_the_client_certificate_once_the_site_adds_it() {
     let sim = sim();
     let pki = Pki::new();

@@ -43,8 +43,8 @@ pub use files::{
     STATUS_FILE,
 };
 pub use node_settings::{
-    load_node_settings, node_settings_stamp, parse_node_settings, NodeSettings, NodeSettingsFile,
-    PreferredSyntax, NODE_SETTINGS_FILE,
+    load_node_settings, node_settings_stamp, parse_node_settings, FileStamp, NodeSettings,
+    NodeSettingsFile, PreferredSyntax, NODE_SETTINGS_FILE,
 };
 pub use node_tls::{load_client_tls, load_server_tls, NodeTls, TlsMaterialError};
 pub use nodes::{

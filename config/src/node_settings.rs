@@ -326,11 +326,29 @@ pub fn load_node_settings(data_dir: &Path) -> Result<Option<NodeSettingsFile>, C
         })
 }
 
-/// What identifies a version of the file on disk (modification time and length),
-/// to notice a change by polling; `None` when there is no file.
-pub fn node_settings_stamp(data_dir: &Path) -> Option<(std::time::SystemTime, u64)> {
-    let meta = fs::metadata(data_dir.join(NODE_SETTINGS_FILE)).ok()?;
+/// One file's version on disk (modification time and length), `None` when absent.
+pub type FileStamp = Option<(std::time::SystemTime, u64)>;
+
+fn file_stamp(path: &Path) -> FileStamp {
+    let meta = fs::metadata(path).ok()?;
     Some((meta.modified().ok()?, meta.len()))
+}
+
+/// What identifies the version in force, to notice a change by polling: the
+/// stamps of `node-settings.json` and of every TLS file `settings` (the
+/// settings read from it) names, so that certificates renewed in place are
+/// picked up without touching the JSON file.
+pub fn node_settings_stamp(data_dir: &Path, settings: &NodeSettingsFile) -> Vec<FileStamp> {
+    let mut stamps = vec![file_stamp(&data_dir.join(NODE_SETTINGS_FILE))];
+    for tls in settings.nodes.values().filter_map(|n| n.tls.as_ref()) {
+        for path in std::iter::once(&tls.ca_file)
+            .chain(&tls.cert_file)
+            .chain(&tls.key_file)
+        {
+            stamps.push(file_stamp(path));
+        }
+    }
+    stamps
 }
 
 #[cfg(test)]
@@ -419,7 +437,8 @@ mod tests {
     fn missing_file_is_none_and_a_bad_one_is_corrupt_and_kept() {
         let tmp = tempfile::tempdir().unwrap();
         assert_eq!(load_node_settings(tmp.path()).unwrap(), None);
-        assert!(node_settings_stamp(tmp.path()).is_none());
+        let none = NodeSettingsFile::default();
+        assert_eq!(node_settings_stamp(tmp.path(), &none), vec![None]);
         let path = tmp.path().join(NODE_SETTINGS_FILE);
         fs::write(&path, "{\"a\": {\"max_associations\": 99}}").unwrap();
         let e = load_node_settings(tmp.path()).unwrap_err().to_string();
@@ -434,6 +453,28 @@ mod tests {
         fs::write(&path, "{\"a\": {\"max_associations\": 3}}").unwrap();
         let f = load_node_settings(tmp.path()).unwrap().unwrap();
         assert_eq!(f.nodes["a"].max_associations, Some(3));
-        assert!(node_settings_stamp(tmp.path()).is_some());
+        assert!(node_settings_stamp(tmp.path(), &f)[0].is_some());
+    }
+
+    #[test]
+    fn the_stamp_covers_the_tls_files_in_force() {
+        let tmp = tempfile::tempdir().unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["ca".into()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let ca = tmp.path().join("ca.pem");
+        fs::write(&ca, cert.pem()).unwrap();
+        fs::write(
+            tmp.path().join(NODE_SETTINGS_FILE),
+            json!({"a": {"tls": {"ca_file": "ca.pem"}}}).to_string(),
+        )
+        .unwrap();
+        let f = load_node_settings(tmp.path()).unwrap().unwrap();
+        let before = node_settings_stamp(tmp.path(), &f);
+        assert_eq!(before.len(), 2);
+        fs::write(&ca, format!("{}\n", cert.pem())).unwrap();
+        assert_ne!(node_settings_stamp(tmp.path(), &f), before);
     }
 }

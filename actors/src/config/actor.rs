@@ -26,8 +26,8 @@ pub struct ConfigActor {
     pub(super) data_dir: PathBuf,
     /// Raw files as on disk; nodes are published with `node_settings` applied.
     pub(super) current: LoadedConfig,
-    /// What `node-settings.json` looked like when last read (`site.rs`).
-    pub(super) site_stamp: Option<(std::time::SystemTime, u64)>,
+    /// What `node-settings.json` and its TLS files looked like when last read (`site.rs`).
+    pub(super) site_stamp: Vec<laminate_config::FileStamp>,
     log_level_hook: Option<LogLevelHook>,
 }
 
@@ -46,7 +46,7 @@ impl ConfigActor {
             health,
             board,
             peers,
-            site_stamp: laminate_config::node_settings_stamp(&data_dir),
+            site_stamp: laminate_config::node_settings_stamp(&data_dir, &current.node_settings),
             data_dir,
             current,
             log_level_hook,
