@@ -123,6 +123,19 @@ fn get(url: &str) -> Option<Value> {
         .and_then(|t| serde_json::from_str(&t).ok())
 }
 
+/// Bytes of the files under `dir` (the store's sled files).
+fn dir_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => dir_bytes(&e.path()),
+            _ => e.metadata().map_or(0, |m| m.len()),
+        })
+        .sum()
+}
+
 /// (RSS in KiB, open file descriptors) of a process.
 fn sample(pid: u32) -> (u64, usize) {
     let rss = std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -223,7 +236,11 @@ fn main() {
     while started.elapsed() < Duration::from_secs(secs) {
         let t = started.elapsed();
         if t >= next_sample {
-            samples.push((t.as_secs(), sample(app.id())));
+            samples.push((
+                t.as_secs(),
+                sample(app.id()),
+                dir_bytes(&data.join("store")),
+            ));
             next_sample += Duration::from_secs(10);
         }
         if t >= next_dispatch {
@@ -288,7 +305,11 @@ fn main() {
         std::thread::sleep(Duration::from_secs(2));
     };
     let drain_s = drain.elapsed().as_secs();
-    samples.push((started.elapsed().as_secs(), sample(app.id())));
+    samples.push((
+        started.elapsed().as_secs(),
+        sample(app.id()),
+        dir_bytes(&data.join("store")),
+    ));
 
     println!("## Soak: {secs} s, {dispatched} dispatches of {per_study} instances to 2 nodes");
     println!();
@@ -325,12 +346,16 @@ fn main() {
     println!();
     println!("Final states: {states:?}; per node: {node_states:?}; automatic replays: {replays}.");
     println!();
-    println!("| t (s) | RSS (MiB) | open fds |");
-    println!("|---|---|---|");
+    println!("| t (s) | RSS (MiB) | open fds | store on disk (MiB) |");
+    println!("|---|---|---|---|");
     let step = (samples.len() / 12).max(1);
-    for (i, (t, (rss, fds))) in samples.iter().enumerate() {
+    for (i, (t, (rss, fds), store)) in samples.iter().enumerate() {
         if i % step == 0 || i + 1 == samples.len() {
-            println!("| {t} | {:.1} | {fds} |", *rss as f64 / 1024.0);
+            println!(
+                "| {t} | {:.1} | {fds} | {:.1} |",
+                *rss as f64 / 1024.0,
+                *store as f64 / (1024.0 * 1024.0)
+            );
         }
     }
     let _ = app.kill();

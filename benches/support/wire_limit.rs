@@ -68,7 +68,11 @@ fn serve(mut conn: impl Read + Write) {
             }
             left -= n;
         }
-        if conn.write_all(&[0u8; 12]).and_then(|_| conn.flush()).is_err() {
+        if conn
+            .write_all(&[0u8; 12])
+            .and_then(|_| conn.flush())
+            .is_err()
+        {
             return;
         }
     }

@@ -41,7 +41,11 @@ impl Store {
         // lock until sled's flusher thread has noticed; wait that out, but no longer.
         let mut tries = 0;
         let db = loop {
-            match sled::Config::new().path(dir).open() {
+            let cap: u64 = std::env::var("XP_CACHE")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(1 << 30);
+            match sled::Config::new().cache_capacity(cap).path(dir).open() {
                 Ok(db) => break db,
                 Err(sled::Error::Io(e))
                     if tries < LOCK_RETRIES && e.to_string().contains("could not acquire lock") =>
