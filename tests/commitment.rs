@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use laminate_proxy::sim::study::StudySpec;
 use laminate_proxy::sim::EntityKind;
+use support::pki::Pki;
 use support::*;
 
 const T: Duration = Duration::from_secs(60);
@@ -152,6 +153,66 @@ fn a_node_with_storage_commitment_is_completed_only_after_orthancs_report() {
         .expect("Orthanc's report reached the ingest SCP");
     let settled = logs.find("storage commitment settled").expect("settled");
     assert!(requested < settled && received < settled, "{logs}");
+}
+
+#[test]
+fn over_dicom_tls_the_request_and_orthancs_report_both_travel_encrypted() {
+    let sim = sim();
+    let pki = Pki::new();
+    let tls_ingest = free_port();
+    // Orthanc speaks only TLS and requires our client certificate; it reports
+    // to the appliance's TLS listener, which requires Orthanc's.
+    let o = Orthanc::start_with(
+        "ORTHANC",
+        json!({
+            "DicomTlsEnabled": true,
+            "DicomTlsCertificate": pki.s("server.pem"),
+            "DicomTlsPrivateKey": pki.s("server.key"),
+            "DicomTlsTrustedCertificates": pki.s("ca.pem"),
+            "DicomTlsRemoteCertificateRequired": true,
+            "DicomModalities": {"laminate": {"AET": OUR_AE, "Host": "127.0.0.1",
+                                             "Port": tls_ingest, "UseDicomTls": true}},
+            "DicomAlwaysAllowStore": true,
+            "DicomAlwaysAllowEcho": true,
+        }),
+    );
+    let (zip, sops) = study(3);
+    sim.put_download(EntityKind::Session, "sess_1", zip);
+    let mut app = appliance(
+        &sim,
+        &o,
+        free_port(),
+        json!({"node_1": {"storage_commitment": true, "tls": {"ca_file": pki.s("ca.pem"),
+            "cert_file": pki.s("client.pem"), "key_file": pki.s("client.key")}}}),
+    );
+    app.args.extend([
+        "--dicom-tls-addr".to_owned(),
+        format!("127.0.0.1:{tls_ingest}"),
+        "--dicom-tls-cert".to_owned(),
+        pki.s("server.pem"),
+        "--dicom-tls-key".to_owned(),
+        pki.s("server.key"),
+        "--dicom-tls-ca".to_owned(),
+        pki.s("ca.pem"),
+    ]);
+    run(&mut app, &sim);
+    dispatch(&sim, "corr_tls_sc");
+    let last = wait_final(&sim, "corr_tls_sc", "node_1", T).expect("final status");
+    assert_eq!(last["status"], "completed", "{last}\n{}", app.logs());
+    assert_eq!(o.sop_uids(), sops);
+    assert!(!waiting_frames(&sim, "corr_tls_sc").is_empty());
+    // The report came on the association Orthanc opened to the TLS listener
+    // (the one in its DicomModalities), not on the requesting one.
+    let logs = app.logs();
+    let report = logs
+        .lines()
+        .find(|l| l.contains("storage commitment report received"))
+        .unwrap_or_else(|| panic!("no report:\n{logs}"));
+    assert!(
+        report.contains("ingest::commitment") && report.contains("ORTHANC"),
+        "{report}"
+    );
+    assert!(logs.contains("storage commitment settled"), "{logs}");
 }
 
 #[test]

@@ -7,12 +7,13 @@
 mod support;
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use laminate_proxy::sim::study::StudySpec;
 use laminate_proxy::sim::EntityKind;
+use support::pki::Pki;
 use support::*;
 
 const T: Duration = Duration::from_secs(30);
@@ -23,77 +24,6 @@ fn study(per: usize) -> (bytes::Bytes, BTreeSet<String>) {
         .zip_bytes()
         .expect("study zip");
     (zip, inst.into_iter().map(|i| i.sop_instance_uid).collect())
-}
-
-/// A test PKI in a directory: a CA, a server certificate for `localhost` and
-/// 127.0.0.1 and a client certificate signed by it, and an unrelated CA.
-struct Pki {
-    dir: tempfile::TempDir,
-}
-
-impl Pki {
-    fn new() -> Pki {
-        use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
-        let dir = tempfile::tempdir().expect("tempdir");
-        let ca = |name: &str| {
-            let key = KeyPair::generate().expect("key");
-            let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
-            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-            params
-                .distinguished_name
-                .push(rcgen::DnType::CommonName, name);
-            let cert = params.self_signed(&key).expect("ca");
-            (cert.pem(), Issuer::new(params, key))
-        };
-        let (ca_pem, issuer) = ca("laminate test CA");
-        let (other_pem, _) = ca("some other CA");
-        let leaf = |names: Vec<String>, file: &str| {
-            let key = KeyPair::generate().expect("key");
-            let cert = CertificateParams::new(names)
-                .expect("params")
-                .signed_by(&key, &issuer)
-                .expect("leaf");
-            std::fs::write(dir.path().join(format!("{file}.pem")), cert.pem()).expect("write");
-            std::fs::write(dir.path().join(format!("{file}.key")), key.serialize_pem())
-                .expect("write");
-        };
-        leaf(vec!["localhost".into(), "127.0.0.1".into()], "server");
-        leaf(vec!["laminate-proxy".into()], "client");
-        leaf(vec!["pacs.hospital.example".into()], "elsewhere");
-        std::fs::write(dir.path().join("ca.pem"), ca_pem).expect("write");
-        std::fs::write(dir.path().join("other-ca.pem"), other_pem).expect("write");
-        Pki { dir }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn s(&self, name: &str) -> String {
-        self.path(name).display().to_string()
-    }
-
-    /// A `storescp +tls` with the server certificate; `peer` is its peer
-    /// authentication option (`-ic` none, `-rc` client certificate required).
-    fn storescp(&self, ae: &str, peer: &str) -> StoreScp {
-        self.storescp_as("server", ae, peer)
-    }
-
-    /// Same, with the certificate `name` (`server` or `elsewhere`).
-    fn storescp_as(&self, name: &str, ae: &str, peer: &str) -> StoreScp {
-        StoreScp::start_on(
-            free_port(),
-            ae,
-            &[
-                "+tls",
-                &self.s(&format!("{name}.key")),
-                &self.s(&format!("{name}.pem")),
-                "+cf",
-                &self.s("ca.pem"),
-                peer,
-            ],
-        )
-    }
 }
 
 fn write_settings(app: &Appliance, v: Value) {

@@ -9,6 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub mod audit;
+pub mod pki;
 
 pub use laminate_proxy::sim::{BackendSim, SimOptions};
 pub use serde_json::{json, Value};
