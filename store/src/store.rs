@@ -14,6 +14,10 @@ use crate::StoreError;
 
 /// How long `open` waits for a just-dropped handle's lock: 40 × 50 ms.
 const LOCK_RETRIES: u32 = 40;
+/// sled's page cache, in bytes. Its default (1 GiB) would let the cache follow the
+/// store's size for months; the hot paths touch only the active-work indexes, so
+/// a small cache costs them nothing, and the appliance's RSS stays bounded.
+const CACHE_CAPACITY: u64 = 32 * 1024 * 1024;
 const LOCK_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// The local store. Cloning is cheap (sled handles are reference counted) and every clone
@@ -41,11 +45,11 @@ impl Store {
         // lock until sled's flusher thread has noticed; wait that out, but no longer.
         let mut tries = 0;
         let db = loop {
-            let cap: u64 = std::env::var("XP_CACHE")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(1 << 30);
-            match sled::Config::new().cache_capacity(cap).path(dir).open() {
+            match sled::Config::new()
+                .cache_capacity(CACHE_CAPACITY)
+                .path(dir)
+                .open()
+            {
                 Ok(db) => break db,
                 Err(sled::Error::Io(e))
                     if tries < LOCK_RETRIES && e.to_string().contains("could not acquire lock") =>
