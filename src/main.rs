@@ -7,6 +7,8 @@ use clap::Parser;
 use laminate_proxy::cli::{Cli, Command};
 
 fn main() -> ExitCode {
+    // Before any thread exists (see the module).
+    laminate_proxy::malloc_tuning::tune();
     // The DICOM crates capture a backtrace for every error they create when
     // RUST_LIB_BACKTRACE (or, if unset, RUST_BACKTRACE) is 1, and their
     // parsers create errors on paths that are not failures: with

@@ -158,6 +158,7 @@ fn run(settings: Settings, ingest: IngestOptions, audit: AuditOptions) -> Result
         backend = %settings.ws_url_redacted(),
         proxy_key = %settings.proxy_key.redacted(),
         http = %settings.http_addr,
+        malloc = crate::malloc_tuning::applied(),
         "laminate-proxy starting"
     );
 

@@ -155,3 +155,33 @@ fn the_key_appears_in_no_log_and_no_api_answer() {
         "logs leak part of the key"
     );
 }
+
+#[test]
+fn the_start_up_log_says_how_malloc_was_tuned_and_an_operators_glibc_setting_wins() {
+    let sim = sim();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    for d in ["a", "b"] {
+        std::fs::create_dir(tmp.path().join(d)).expect("dir");
+    }
+    let mut app = Appliance::with_dir(tmp.path().join("a"), &sim.backend_url(), &[]);
+    app.spawn();
+    app.wait_ready(Duration::from_secs(20));
+    let logs = app.logs();
+    assert!(
+        logs.contains("arena_max=2 mmap_threshold=131072 trim_threshold=131072"),
+        "{logs}"
+    );
+    let mut set = Appliance::with_dir(tmp.path().join("b"), &sim.backend_url(), &[]);
+    set.env.push(("MALLOC_ARENA_MAX".into(), "4".into()));
+    set.env.push((
+        "GLIBC_TUNABLES".into(),
+        "glibc.malloc.trim_threshold=1048576".into(),
+    ));
+    set.spawn();
+    set.wait_ready(Duration::from_secs(20));
+    let logs = set.logs();
+    assert!(
+        logs.contains("arena_max=as set by MALLOC_ARENA_MAX/GLIBC_TUNABLES mmap_threshold=131072 trim_threshold=as set by MALLOC_TRIM_THRESHOLD_/GLIBC_TUNABLES"),
+        "{logs}"
+    );
+}
