@@ -187,6 +187,7 @@ async fn send_to_node(env: Rc<JobEnv>, sh: Rc<JobShared>, node_id: String, sops:
             cancel: stop.clone(),
             sink: journal.clone(),
         };
+        let reaper = sender.clone();
         let batch = async move {
             let done = sender
                 .send(handed)
@@ -231,6 +232,11 @@ async fn send_to_node(env: Rc<JobEnv>, sh: Rc<JobShared>, node_id: String, sops:
                     if now != pool_seen {
                         pool_seen = now;
                         beat.tick();
+                    }
+                    // Stopped while waiting for an association: the pool
+                    // ends our lots now (see `Pool::reap`).
+                    if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                        reaper.do_send(crate::node_sender::BatchStopped);
                     }
                 }
                 s = beat.stalled(limit), if stalled.is_none() => {

@@ -2,7 +2,7 @@
 
 use actix::prelude::*;
 
-use super::messages::{InstancesHanded, NodeChanged};
+use super::messages::{BatchStopped, InstancesHanded, NodeChanged};
 use crate::health::ActorHealth;
 use crate::send::pool::Pool;
 
@@ -45,6 +45,13 @@ impl Handler<InstancesHanded> for NodeSender {
     type Result = MessageResult<InstancesHanded>;
     fn handle(&mut self, msg: InstancesHanded, _: &mut Context<Self>) -> Self::Result {
         MessageResult(self.pool.submit(msg.items, msg.rank, msg.cancel, msg.sink))
+    }
+}
+
+impl Handler<BatchStopped> for NodeSender {
+    type Result = ();
+    fn handle(&mut self, _: BatchStopped, _: &mut Context<Self>) {
+        self.pool.reap();
     }
 }
 

@@ -22,6 +22,12 @@ pub struct InstancesHanded {
     pub sink: Arc<dyn EventSink + Send + Sync>,
 }
 
+/// A dispatch stopped its batch (cancel, pause, its watchdog): lots of it that
+/// wait for an association end now instead of when one frees up.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct BatchStopped;
+
 /// The node's settings (address, AE titles, cap) or the send deadlines changed.
 #[derive(Debug, Clone, Message)]
 #[rtype(result = "()")]

@@ -20,5 +20,5 @@ mod messages;
 mod registry;
 
 pub use actor::NodeSender;
-pub use messages::{InstancesHanded, NodeChanged};
+pub use messages::{BatchStopped, InstancesHanded, NodeChanged};
 pub use registry::NodeSenders;

@@ -41,6 +41,7 @@ mod commit;
 mod contexts;
 mod convert;
 mod item;
+mod lot;
 pub mod pool;
 mod status;
 mod wire;

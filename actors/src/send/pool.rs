@@ -18,18 +18,16 @@
 //!
 //! Touches the network (associations to its node) and its lots' sinks.
 
-use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
 
 use tokio::sync::oneshot;
 
-use super::contexts::{plan_for, Proposal};
-use super::{
-    association, BatchOutcome, EventSink, Item, ItemOutcome, SendEvent, SendOptions, Target,
-};
+use super::contexts::plan_for;
+use super::lot::Submission;
+pub(crate) use super::lot::{AbortVerdict, InFlight, Lot};
+use super::{association, BatchOutcome, EventSink, Item, SendOptions, Target};
 
 /// After this many aborts of the association while one instance was in
 /// flight (the node accepting others meanwhile), that instance fails alone.
@@ -37,7 +35,7 @@ pub const MAX_ABORTS: u8 = 3;
 /// The try before the last is converted to Explicit VR Little Endian.
 pub const CONVERT_AFTER_ABORTS: u8 = 2;
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // Queues, counters and options: consistent whatever a panicking worker did.
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -68,7 +66,7 @@ impl PoolStats {
     pub fn last_error(&self) -> Option<String> {
         lock(&self.last_error).clone()
     }
-    fn set_error(&self, e: &str) {
+    pub(super) fn set_error(&self, e: &str) {
         *lock(&self.last_error) = Some(e.to_owned());
     }
 }
@@ -130,13 +128,7 @@ impl Pool {
         let (tx, rx) = oneshot::channel();
         let prefer = lock(&self.0.state).target.prefer_ts.clone();
         let groups = plan_for(items, prefer.as_deref());
-        let submission = Arc::new(Submission {
-            state: Mutex::new(SubmissionState {
-                lots_left: groups.len(),
-                outcome: BatchOutcome::default(),
-                done: Some(tx),
-            }),
-        });
+        let submission = Submission::new(groups.len(), tx);
         if groups.is_empty() {
             submission.lot_done(BatchOutcome::default());
             return rx;
@@ -148,18 +140,15 @@ impl Pool {
                     .stats
                     .queued
                     .fetch_add(g.items.len() as u64, Ordering::Relaxed);
-                st.lots.push(Arc::new(Lot {
+                st.lots.push(Arc::new(Lot::new(
                     rank,
-                    proposals: g.proposals,
-                    prefer: prefer.clone(),
-                    queue: Mutex::new(g.items.into()),
-                    state: Mutex::new(LotState::default()),
-                    stop: AtomicBool::new(false),
-                    cancel: cancel.clone(),
-                    sink: sink.clone(),
-                    submission: submission.clone(),
-                    associations: AtomicU32::new(0),
-                }));
+                    g.proposals,
+                    prefer.clone(),
+                    g.items,
+                    cancel.clone(),
+                    sink.clone(),
+                    submission.clone(),
+                )));
             }
             st.lots.sort_by_key(|l| l.rank);
         }
@@ -197,6 +186,20 @@ impl Pool {
         lock(&self.0.state).generation += 1;
         self.0.stats.restarts.fetch_add(1, Ordering::Relaxed);
         self.spawn_needed();
+    }
+
+    /// Ends every lot that no worker serves and that will not be served: its
+    /// dispatch stopped it (cancel, pause, a watchdog) while it waited for an
+    /// association. Its items go back to the dispatch as remaining. Workers
+    /// reap too whenever they look for work; a dispatch that stops its batch
+    /// asks for it at once (`BatchStopped`), so a stopped lot behind a long one
+    /// does not wait for that one to end.
+    pub fn reap(&self) {
+        let mut st = lock(&self.0.state);
+        for lot in &st.lots {
+            lot.finish_if_idle(&self.0.stats);
+        }
+        st.lots.retain(|l| !l.is_done());
     }
 
     /// Test builds: every worker panics at its next instance.
@@ -237,6 +240,9 @@ impl Pool {
     /// the worker (no work, or past the cap).
     fn next_lot(&self) -> Option<(Arc<Lot>, Target, SendOptions, u64)> {
         let mut st = lock(&self.0.state);
+        for lot in &st.lots {
+            lot.finish_if_idle(&self.0.stats);
+        }
         st.lots.retain(|l| !l.is_done());
         let cap = st.target.max_associations.max(1) as usize;
         let busy = st.workers;
@@ -245,7 +251,7 @@ impl Pool {
             .flatten();
         match found {
             Some(lot) => {
-                lock(&lot.state).workers += 1;
+                lot.joined();
                 Some((lot, st.target.clone(), st.opts.clone(), st.generation))
             }
             None => {
@@ -271,7 +277,7 @@ impl Pool {
                 .lots
                 .iter()
                 .take_while(|l| l.rank < lot.rank)
-                .any(|l| l.wants_worker() && lock(&l.state).workers == 0)
+                .any(|l| l.wants_worker() && l.serving() == 0)
     }
 
     #[cfg(feature = "fault-injection")]
@@ -305,263 +311,5 @@ impl Pool {
 
     pub(crate) fn stats_ref(&self) -> &PoolStats {
         &self.0.stats
-    }
-}
-
-/// One dispatch's submission: its lots and whom to tell at the end.
-struct Submission {
-    state: Mutex<SubmissionState>,
-}
-
-struct SubmissionState {
-    lots_left: usize,
-    outcome: BatchOutcome,
-    done: Option<oneshot::Sender<BatchOutcome>>,
-}
-
-impl Submission {
-    fn lot_done(&self, o: BatchOutcome) {
-        let mut st = lock(&self.state);
-        st.outcome.associations += o.associations;
-        st.outcome.remaining.extend(o.remaining);
-        if o.transient_error.is_some() {
-            st.outcome.transient_error = o.transient_error;
-        }
-        st.lots_left = st.lots_left.saturating_sub(1);
-        if st.lots_left == 0 {
-            let outcome = std::mem::take(&mut st.outcome);
-            if let Some(tx) = st.done.take() {
-                let _ = tx.send(outcome);
-            }
-        }
-    }
-}
-
-#[derive(Default)]
-struct LotState {
-    /// In-flight items that failed transiently.
-    returned: Vec<Item>,
-    /// The first transient failure of an established association.
-    transient: Option<String>,
-    /// The last failure to associate.
-    connect_error: Option<String>,
-    /// A permanent refusal of the association: the lot's items fail.
-    permanent: Option<String>,
-    /// Workers serving the lot now.
-    workers: usize,
-    /// The instance of the last abort, and whether another one was stored since.
-    last_abort: Option<String>,
-    stored_since_abort: bool,
-    /// A worker could not associate while others served: no more join.
-    full: bool,
-    done: bool,
-}
-
-/// Instances of one dispatch that can share associations (one context group).
-pub(crate) struct Lot {
-    rank: Rank,
-    pub(crate) proposals: Vec<Proposal>,
-    /// The node's preferred syntax when the lot was planned (its contexts
-    /// propose it alone).
-    pub(crate) prefer: Option<String>,
-    queue: Mutex<VecDeque<Item>>,
-    state: Mutex<LotState>,
-    /// Set by a transient or permanent failure: take no more items.
-    stop: AtomicBool,
-    cancel: Arc<AtomicBool>,
-    pub(crate) sink: Arc<dyn EventSink + Send + Sync>,
-    submission: Arc<Submission>,
-    pub(crate) associations: AtomicU32,
-}
-
-/// What became of an instance whose association was aborted (or timed out).
-pub(crate) enum AbortVerdict {
-    /// Attributed to the instance: queued again (converted when `convert`).
-    Requeued,
-    /// The instance failed alone after [`MAX_ABORTS`].
-    FailedAlone(String),
-    /// The node refuses everything: the lot stops, the job retries later.
-    Outage,
-}
-
-impl Lot {
-    pub(crate) fn is_empty(&self) -> bool {
-        lock(&self.queue).is_empty()
-    }
-
-    pub(crate) fn halted(&self) -> bool {
-        self.stop.load(Ordering::SeqCst) || self.cancel.load(Ordering::SeqCst)
-    }
-
-    fn is_done(&self) -> bool {
-        lock(&self.state).done
-    }
-
-    fn wants_worker(&self) -> bool {
-        if self.halted() {
-            return false;
-        }
-        let st = lock(&self.state);
-        !st.done && !st.full && st.workers < lock(&self.queue).len()
-    }
-
-    pub(crate) fn take(&self, stats: &PoolStats) -> Option<Item> {
-        let item = lock(&self.queue).pop_front();
-        if item.is_some() {
-            stats.queued.fetch_sub(1, Ordering::Relaxed);
-        }
-        item
-    }
-
-    /// Back to the queue (a panic, a yield before sending).
-    pub(crate) fn put_back(&self, item: Item, stats: &PoolStats) {
-        stats.queued.fetch_add(1, Ordering::Relaxed);
-        lock(&self.queue).push_front(item);
-    }
-
-    /// An instance was stored: a later abort is the instance's, not the node's.
-    pub(crate) fn stored_one(&self) {
-        lock(&self.state).stored_since_abort = true;
-    }
-
-    /// An in-flight item failed transiently: keep it and stop the lot.
-    pub(crate) fn give_back(&self, item: Item, error: String) {
-        let mut st = lock(&self.state);
-        st.returned.push(item);
-        st.transient.get_or_insert(error);
-        self.stop.store(true, Ordering::SeqCst);
-    }
-
-    /// The association was aborted (or its answer timed out) while `item`
-    /// was in flight. Two different instances aborting in a row with nothing
-    /// stored between is the node's doing (an outage); the same instance
-    /// again, or one after a store, is that instance's: it goes to the back
-    /// of the queue, converted for its last try, and fails alone after
-    /// [`MAX_ABORTS`].
-    pub(crate) fn aborted(&self, mut item: Item, error: &str, stats: &PoolStats) -> AbortVerdict {
-        let mut st = lock(&self.state);
-        let outage = st
-            .last_abort
-            .as_deref()
-            .is_some_and(|last| last != item.sop_instance_uid && !st.stored_since_abort);
-        if outage {
-            st.returned.push(item);
-            st.transient.get_or_insert(error.to_owned());
-            self.stop.store(true, Ordering::SeqCst);
-            return AbortVerdict::Outage;
-        }
-        st.last_abort = Some(item.sop_instance_uid.clone());
-        st.stored_since_abort = false;
-        item.aborts = item.aborts.saturating_add(1);
-        if item.aborts >= MAX_ABORTS {
-            return AbortVerdict::FailedAlone(format!(
-                "node aborted the association on this instance {} times (last: {error})",
-                item.aborts
-            ));
-        }
-        if item.aborts >= CONVERT_AFTER_ABORTS {
-            item.force_native = true;
-        }
-        drop(st);
-        stats.queued.fetch_add(1, Ordering::Relaxed);
-        lock(&self.queue).push_back(item);
-        AbortVerdict::Requeued
-    }
-
-    /// This worker could not associate. With others serving the lot it just
-    /// leaves; alone, the lot stops with the error (retried later).
-    pub(crate) fn connect_failed(&self, error: String) {
-        let mut st = lock(&self.state);
-        st.full = true;
-        if st.workers <= 1 {
-            st.connect_error = Some(error);
-            self.stop.store(true, Ordering::SeqCst);
-        }
-    }
-
-    /// The node refuses the association for good.
-    pub(crate) fn permanent(&self, error: String) {
-        lock(&self.state).permanent.get_or_insert(error);
-        self.stop.store(true, Ordering::SeqCst);
-    }
-
-    /// A worker left the lot; the last one out of a finished lot reports it.
-    fn worker_left(&self, stats: &PoolStats) {
-        let mut st = lock(&self.state);
-        st.workers = st.workers.saturating_sub(1);
-        let queue_empty = lock(&self.queue).is_empty();
-        if st.workers > 0 || st.done || !(queue_empty || self.halted()) {
-            return;
-        }
-        st.done = true;
-        let mut left: Vec<Item> = std::mem::take(&mut st.returned);
-        {
-            let mut q = lock(&self.queue);
-            stats.queued.fetch_sub(q.len() as u64, Ordering::Relaxed);
-            left.extend(q.drain(..));
-        }
-        if let Some(error) = st.permanent.take() {
-            for item in left.drain(..) {
-                stats.failed.fetch_add(1, Ordering::Relaxed);
-                self.sink.record(SendEvent::Acknowledged {
-                    sop_instance_uid: item.sop_instance_uid,
-                    outcome: ItemOutcome::Failed {
-                        status: None,
-                        error: error.clone(),
-                    },
-                    converted_to: None,
-                    rtt: Duration::ZERO,
-                });
-            }
-        }
-        let transient_error = if left.is_empty() {
-            None
-        } else if let Some(e) = st.transient.take().or(st.connect_error.take()) {
-            Some(e)
-        } else if self.cancel.load(Ordering::SeqCst) {
-            None
-        } else {
-            Some("instances left unsent".to_string())
-        };
-        if let Some(e) = &transient_error {
-            stats.set_error(e);
-        }
-        let outcome = BatchOutcome {
-            remaining: left,
-            transient_error,
-            associations: self.associations.load(Ordering::Relaxed),
-        };
-        drop(st);
-        self.submission.lot_done(outcome);
-    }
-}
-
-/// Guards an item while it is sent: if the worker panics before
-/// [`InFlight::done`], the item goes back to its lot's queue.
-pub(crate) struct InFlight<'a> {
-    lot: &'a Lot,
-    stats: &'a PoolStats,
-    item: Option<Item>,
-}
-
-impl<'a> InFlight<'a> {
-    pub(crate) fn new(lot: &'a Lot, stats: &'a PoolStats, item: &Item) -> InFlight<'a> {
-        InFlight {
-            lot,
-            stats,
-            item: Some(item.clone()),
-        }
-    }
-
-    pub(crate) fn done(mut self) {
-        self.item = None;
-    }
-}
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        if let Some(item) = self.item.take() {
-            self.lot.put_back(item, self.stats);
-        }
     }
 }

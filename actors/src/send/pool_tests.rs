@@ -338,3 +338,83 @@ fn a_high_priority_dispatch_gets_the_next_free_association() {
     );
     assert_eq!(order.len(), 25);
 }
+
+/// Waits for a batch's end on another thread, up to `timeout`.
+fn outcome_within(
+    rx: tokio::sync::oneshot::Receiver<BatchOutcome>,
+    timeout: Duration,
+) -> Option<BatchOutcome> {
+    let (tx, done) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(rx.blocking_recv());
+    });
+    done.recv_timeout(timeout).ok().and_then(Result::ok)
+}
+
+/// A port that takes each connection and drops it after `hold`, so that every
+/// worker of a pool fails to associate at about the same moment.
+fn dropping_port(hold: Duration) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { return };
+            std::thread::spawn(move || {
+                std::thread::sleep(hold);
+                drop(stream);
+            });
+        }
+    });
+    port
+}
+
+#[test]
+fn a_lot_whose_associations_all_fail_to_connect_at_once_ends_with_the_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let f = fixtures(dir.path(), 40);
+    let port = dropping_port(Duration::from_millis(100));
+    // Several workers start together and fail together, many times over: the
+    // lot must end every time (it once stayed queued with nobody serving it).
+    for round in 0..10 {
+        let pool = Pool::new(target(port, 4), options(), Arc::new(PoolStats::default()));
+        let (rx, _) = submit(&pool, items_of(&f), 1, 1);
+        let outcome = outcome_within(rx, Duration::from_secs(10))
+            .unwrap_or_else(|| panic!("round {round}: the lot never ended"));
+        let error = outcome.transient_error.expect("a transient error");
+        assert!(error.contains("cannot associate"), "{error}");
+        assert_eq!(outcome.remaining.len(), 40);
+        assert_eq!(pool.stats().queued.load(Ordering::Relaxed), 0);
+    }
+}
+
+#[test]
+fn a_stopped_lot_waiting_for_an_association_ends_at_once_when_reaped() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (long, short) = (fixtures(dir.path(), 40), fixtures(dir.path(), 5));
+    let (port, seen) = picky_scp(BTreeSet::new(), false, Duration::from_millis(50));
+    let pool = Pool::new(target(port, 1), options(), Arc::new(PoolStats::default()));
+    let (long_rx, _) = submit(&pool, items_of(&long), 1, 1);
+    while seen.stored.lock().expect("lock").is_empty() {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // Queued behind the long one, then cancelled by its dispatch.
+    let cancel = Arc::new(AtomicBool::new(false));
+    let short_rx = pool.submit(
+        items_of(&short),
+        Rank {
+            priority: 1,
+            seq: 2,
+        },
+        cancel.clone(),
+        Arc::new(Collect::default()),
+    );
+    cancel.store(true, Ordering::SeqCst);
+    pool.reap();
+    let outcome = outcome_within(short_rx, Duration::from_secs(1)).expect("ended at once");
+    assert_eq!(outcome.transient_error, None, "a cancel is not a failure");
+    assert_eq!(outcome.remaining.len(), 5);
+    // The long one goes on undisturbed.
+    let long_outcome = outcome_within(long_rx, Duration::from_secs(30)).expect("long ended");
+    assert!(long_outcome.remaining.is_empty());
+    assert_eq!(seen.stored.lock().expect("lock").len(), 40);
+}
