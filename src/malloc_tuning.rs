@@ -42,6 +42,14 @@ pub fn tune() {
     let _ = APPLIED.set(imp::tune());
 }
 
+/// Gives the memory malloc holds free back to the system (all arenas, not only
+/// the top of the heap): after start-up's check of a large cache, which
+/// allocates and frees one small block per instance, the process would
+/// otherwise keep that peak for good.
+pub fn trim() {
+    imp::trim();
+}
+
 /// Whether the operator chose this parameter through glibc's environment.
 fn operator_set(env: &str, tunable: &str) -> bool {
     std::env::var_os(env).is_some()
@@ -93,6 +101,14 @@ mod imp {
         }
         done.join(" ")
     }
+
+    pub(super) fn trim() {
+        // SAFETY: malloc_trim takes an integer and only returns free pages of
+        // malloc's own heaps to the system (under its locks).
+        unsafe {
+            libc::malloc_trim(0);
+        }
+    }
 }
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
@@ -101,4 +117,6 @@ mod imp {
         let _ = super::operator_set;
         "not glibc: allocator defaults".to_owned()
     }
+
+    pub(super) fn trim() {}
 }

@@ -151,6 +151,7 @@ fn run(settings: Settings, ingest: IngestOptions, audit: AuditOptions) -> Result
     let repaired = system::repair_cache(&store, &settings.data_dir)
         .context("cannot repair the local cache index")?;
     tracing::info!(report = ?repaired, "local cache checked");
+    crate::malloc_tuning::trim();
 
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),

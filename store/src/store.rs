@@ -17,7 +17,7 @@ const LOCK_RETRIES: u32 = 40;
 /// sled's page cache, in bytes. Its default (1 GiB) would let the cache follow the
 /// store's size for months; the hot paths touch only the active-work indexes, so
 /// a small cache costs them nothing, and the appliance's RSS stays bounded.
-const CACHE_CAPACITY: u64 = 32 * 1024 * 1024;
+const CACHE_CAPACITY: u64 = 4 * 1024 * 1024;
 const LOCK_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// The local store. Cloning is cheap (sled handles are reference counted) and every clone
