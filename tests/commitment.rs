@@ -164,17 +164,12 @@ fn over_dicom_tls_the_request_and_orthancs_report_both_travel_encrypted() {
     // to the appliance's TLS listener, which requires Orthanc's.
     let o = Orthanc::start_with(
         "ORTHANC",
-        json!({
-            "DicomTlsEnabled": true,
-            "DicomTlsCertificate": pki.s("server.pem"),
-            "DicomTlsPrivateKey": pki.s("server.key"),
-            "DicomTlsTrustedCertificates": pki.s("ca.pem"),
-            "DicomTlsRemoteCertificateRequired": true,
+        pki.orthanc_tls(json!({
             "DicomModalities": {"laminate": {"AET": OUR_AE, "Host": "127.0.0.1",
                                              "Port": tls_ingest, "UseDicomTls": true}},
             "DicomAlwaysAllowStore": true,
             "DicomAlwaysAllowEcho": true,
-        }),
+        })),
     );
     let (zip, sops) = study(3);
     sim.put_download(EntityKind::Session, "sess_1", zip);

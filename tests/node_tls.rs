@@ -222,15 +222,10 @@ fn orthanc_with_dicom_tls_enabled_gets_a_study_with_mutual_authentication() {
     let pki = Pki::new();
     let orthanc = Orthanc::start_with(
         "ORTHANC",
-        json!({
-            "DicomTlsEnabled": true,
-            "DicomTlsCertificate": pki.s("server.pem"),
-            "DicomTlsPrivateKey": pki.s("server.key"),
-            "DicomTlsTrustedCertificates": pki.s("ca.pem"),
-            "DicomTlsRemoteCertificateRequired": true,
+        pki.orthanc_tls(json!({
             "DicomAlwaysAllowStore": true,
             "DicomAlwaysAllowEcho": true,
-        }),
+        })),
     );
     let (zip, sops) = study(5);
     sim.put_download(EntityKind::Session, "sess_1", zip);

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use super::{free_port, StoreScp};
+use super::{free_port, json, StoreScp, Value};
 
 /// A test PKI in a directory: a CA, a server certificate for `localhost` and
 /// 127.0.0.1 and a client certificate signed by it, and an unrelated CA.
@@ -74,5 +74,21 @@ impl Pki {
                 peer,
             ],
         )
+    }
+
+    /// Orthanc's DICOM TLS settings with the server certificate, requiring a
+    /// client certificate signed by the CA; `extra` adds to them.
+    pub fn orthanc_tls(&self, extra: Value) -> Value {
+        let mut cfg = json!({
+            "DicomTlsEnabled": true,
+            "DicomTlsCertificate": self.s("server.pem"),
+            "DicomTlsPrivateKey": self.s("server.key"),
+            "DicomTlsTrustedCertificates": self.s("ca.pem"),
+            "DicomTlsRemoteCertificateRequired": true,
+        });
+        if let (Some(cfg), Value::Object(extra)) = (cfg.as_object_mut(), extra) {
+            cfg.extend(extra);
+        }
+        cfg
     }
 }
