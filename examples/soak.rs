@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use anyhow::{ensure, Context, Result};
 use laminate_proxy::sim::study::StudySpec;
 use laminate_proxy::sim::{BackendSim, EntityKind, SimOptions};
 use serde_json::{json, Value};
@@ -28,11 +29,11 @@ fn env_u64(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-fn free_port() -> u16 {
+fn free_port() -> Result<u16> {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
-        .expect("a free loopback port")
+        .context("no free loopback port")
 }
 
 /// A storescp that can be stopped and started again on its port, keeping what it got.
@@ -46,28 +47,32 @@ struct Node {
 }
 
 impl Node {
-    fn new(id: &'static str, ae: &'static str, root: &Path) -> Node {
+    fn new(id: &'static str, ae: &'static str, root: &Path) -> Result<Node> {
         let dir = root.join(id);
-        std::fs::create_dir_all(dir.join("received")).expect("node dir");
+        let received = dir.join("received");
+        std::fs::create_dir_all(&received)
+            .with_context(|| format!("cannot create {}", received.display()))?;
         let mut n = Node {
             id,
             ae,
-            port: free_port(),
+            port: free_port()?,
             dir,
             child: None,
             runs: 0,
         };
-        n.start();
-        n
+        n.start()?;
+        Ok(n)
     }
 
-    fn start(&mut self) {
+    fn start(&mut self) -> Result<()> {
         if self.child.is_some() {
-            return;
+            return Ok(());
         }
         self.runs += 1;
-        let log = File::create(self.dir.join(format!("storescp-{}.log", self.runs))).expect("log");
-        let err = log.try_clone().expect("log");
+        let path = self.dir.join(format!("storescp-{}.log", self.runs));
+        let log =
+            File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
+        let err = log.try_clone().context("cannot share the storescp log")?;
         let child = Command::new("storescp")
             .args(["-v", "-aet", self.ae, "-od"])
             .arg(self.dir.join("received"))
@@ -75,8 +80,9 @@ impl Node {
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(err))
             .spawn()
-            .expect("dcmtk storescp");
+            .context("cannot start dcmtk's storescp")?;
         self.child = Some(child);
+        Ok(())
     }
 
     fn stop(&mut self) {
@@ -160,7 +166,7 @@ fn dispatch_event(i: usize, nodes: &[&str]) -> Value {
     })
 }
 
-fn main() {
+fn main() -> Result<()> {
     let secs = env_u64("SOAK_SECS", 1800);
     let every = env_u64("SOAK_DISPATCH_EVERY_S", 10);
     let flap_every = env_u64("SOAK_FLAP_EVERY_S", 120);
@@ -169,17 +175,17 @@ fn main() {
     let per_study = env_u64("SOAK_INSTANCES", 30) as usize;
     let bin = std::env::var("SOAK_BIN").unwrap_or_else(|_| "target/debug/laminate-proxy".into());
 
-    let tmp = tempfile::tempdir().expect("tempdir");
+    let tmp = tempfile::tempdir().context("cannot create a temporary directory")?;
     let sim = BackendSim::start(SimOptions {
         proxy_key: KEY.into(),
         tls: None,
         port: 0,
     })
-    .expect("simulator");
-    let mut a = Node::new("node_a", "PACS_A", tmp.path());
-    let mut b = Node::new("node_b", "PACS_B", tmp.path());
+    .context("cannot start the backend simulator")?;
+    let mut a = Node::new("node_a", "PACS_A", tmp.path())?;
+    let mut b = Node::new("node_b", "PACS_B", tmp.path())?;
     let data = tmp.path().join("data");
-    std::fs::create_dir_all(&data).expect("data dir");
+    std::fs::create_dir_all(&data).context("cannot create the data dir")?;
     let node = |n: &Node| {
         json!({"node_id": n.id, "name": n.id, "ae_title": n.ae, "host": "127.0.0.1",
                "port": n.port, "storage_path": "/data", "is_active": true})
@@ -188,15 +194,15 @@ fn main() {
         data.join("nodes.json"),
         json!({"nodes": [node(&a), node(&b)]}).to_string(),
     )
-    .expect("nodes.json");
+    .context("cannot write nodes.json")?;
     // A small retry budget so that outages park dispatches within the run.
     std::fs::write(
         data.join("proxy.json"),
         json!({"node_retry_max_attempts": 4, "node_retry_max_backoff_s": 8}).to_string(),
     )
-    .expect("proxy.json");
-    let http_port = free_port();
-    let log = File::create(tmp.path().join("appliance.log")).expect("log");
+    .context("cannot write proxy.json")?;
+    let http_port = free_port()?;
+    let log = File::create(tmp.path().join("appliance.log")).context("cannot create the log")?;
     let mut app = Command::new(&bin)
         .args([
             "run",
@@ -215,12 +221,17 @@ fn main() {
         ])
         .env("LAMINATE_PROXY_TEST_ECHO_EVERY_MS", "5000")
         .env("RUST_LOG", "info")
-        .stdout(Stdio::from(log.try_clone().expect("log")))
+        .stdout(Stdio::from(
+            log.try_clone().context("cannot share the appliance log")?,
+        ))
         .stderr(Stdio::from(log))
         .spawn()
-        .unwrap_or_else(|e| panic!("{bin}: {e}"));
+        .with_context(|| format!("cannot start {bin}"))?;
     let api = |path: &str| get(&format!("http://127.0.0.1:{http_port}{path}"));
-    assert!(sim.wait_connected(Duration::from_secs(30)), "no link");
+    ensure!(
+        sim.wait_connected(Duration::from_secs(30)),
+        "the appliance did not connect to the simulator within 30 s"
+    );
 
     let mut expected: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
     let mut samples = Vec::new();
@@ -246,7 +257,7 @@ fn main() {
         if t >= next_dispatch {
             let (zip, inst) = StudySpec::simple(1, per_study, 4096)
                 .zip_bytes()
-                .expect("study");
+                .map_err(|e| anyhow::anyhow!("cannot build the study: {e}"))?;
             sim.put_download(EntityKind::Session, &format!("sess_{dispatched}"), zip);
             let sops: Vec<String> = inst.into_iter().map(|i| i.sop_instance_uid).collect();
             for n in ["node_a", "node_b"] {
@@ -272,7 +283,7 @@ fn main() {
             next_flap += Duration::from_secs(flap_every);
         }
         if b_down_until.is_some_and(|u| t >= u) {
-            b.start();
+            b.start()?;
             b_down_until = None;
         }
         if t >= next_link {
@@ -286,7 +297,7 @@ fn main() {
         std::thread::sleep(Duration::from_millis(250));
     }
     // Drain: B up, the link up, until every dispatch is final (or 10 minutes).
-    b.start();
+    b.start()?;
     let drain = Instant::now();
     let list = loop {
         let list = api("/api/dispatches?limit=1000").unwrap_or(Value::Null);
@@ -369,4 +380,5 @@ fn main() {
         );
         std::process::exit(1);
     }
+    Ok(())
 }
