@@ -7,7 +7,6 @@
 
 mod support;
 
-use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -32,12 +31,6 @@ fn config_changed(sim: &BackendSim, corr: &str, config: Value) {
         corr,
         json!({ "config": config })
     )));
-}
-
-fn study(series: usize, per: usize, bytes: usize) -> (bytes::Bytes, BTreeSet<String>) {
-    let spec = StudySpec::simple(series, per, bytes);
-    let (zip, inst) = spec.zip_bytes().expect("study zip");
-    (zip, inst.into_iter().map(|i| i.sop_instance_uid).collect())
 }
 
 fn files_under(dir: &Path) -> Vec<PathBuf> {

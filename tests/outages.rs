@@ -9,17 +9,10 @@ mod support;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use laminate_proxy::sim::study::StudySpec;
 use laminate_proxy::sim::{DownloadStep, EntityKind};
 use support::*;
 
 const T: Duration = Duration::from_secs(30);
-
-fn study(series: usize, per: usize, bytes: usize) -> (bytes::Bytes, BTreeSet<String>) {
-    let spec = StudySpec::simple(series, per, bytes);
-    let (zip, inst) = spec.zip_bytes().expect("study zip");
-    (zip, inst.into_iter().map(|i| i.sop_instance_uid).collect())
-}
 
 /// An appliance with these nodes and settings, a C-ECHO every half second.
 fn appliance(sim: &BackendSim, nodes: Value, proxy: Value) -> Appliance {
@@ -406,4 +399,63 @@ fn cancelling_a_parked_dispatch_stops_its_automatic_replay_and_it_stays_failed()
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(app.get_json("/api/dispatches/c_stop")["replays"], 0);
     assert_eq!(scp.store_requests(), 0);
+}
+
+#[test]
+fn replay_every_failed_dispatch_since_a_time_after_an_outage() {
+    let sim = sim();
+    let port = DownPort::reserve();
+    for id in ["sess_f1", "sess_f2"] {
+        sim.put_download(EntityKind::Session, id, study(1, 2, 1024).0);
+    }
+    // No retries: a node that is down fails the dispatch at once.
+    let mut app = Appliance::start_with_nodes(
+        &sim.backend_url(),
+        json!([node("node_1", "PACS_A", port.port())]),
+        Some(json!({"node_retry_max_attempts": 0})),
+    );
+    app.wait_ready(T);
+    assert!(sim.wait_connected(T));
+    let before = laminate_actors::clock::now_rfc3339();
+    for (id, c) in [("sess_f1", "cf1"), ("sess_f2", "cf2")] {
+        assert!(sim.send_event(&dispatch_event("session", id, c, &["node_1"], "normal")));
+        assert_eq!(
+            wait_final(&sim, c, "node_1", T).expect("final")["status"],
+            "failed"
+        );
+    }
+    assert_eq!(app.status()["dispatches"]["failed"], 2);
+    let scp = StoreScp::start_on(port.release(), "PACS_A", &[]);
+    // Nothing failed after a future time.
+    let (code, body) = app
+        .post(
+            "/api/dispatches/replay?status=failed&since=2999-01-01T00:00:00Z",
+            None,
+        )
+        .expect("answer");
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("\"replayed\":[]"), "{body}");
+    sim.clear_frames();
+    let http_addr = format!("127.0.0.1:{}", app.http_port);
+    let (code, out) = run_binary(
+        &[
+            "dispatches",
+            "replay",
+            "--failed",
+            "--since",
+            &before,
+            "--http-addr",
+            &http_addr,
+        ],
+        &[],
+    );
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("replayed 2"), "{out}");
+    for c in ["cf1", "cf2"] {
+        assert_eq!(
+            wait_final(&sim, c, "node_1", T).expect("final")["status"],
+            "completed"
+        );
+    }
+    assert_eq!(scp.sop_uids().len(), 4);
 }

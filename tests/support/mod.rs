@@ -86,6 +86,18 @@ pub fn eventually<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Opt
     }
 }
 
+/// A synthetic study of `series` × `per` instances of `bytes` pixel bytes,
+/// zipped as the backend serves it, and its SOP Instance UIDs.
+pub fn study(
+    series: usize,
+    per: usize,
+    bytes: usize,
+) -> (bytes::Bytes, std::collections::BTreeSet<String>) {
+    let spec = laminate_proxy::sim::study::StudySpec::simple(series, per, bytes);
+    let (zip, inst) = spec.zip_bytes().expect("study zip");
+    (zip, inst.into_iter().map(|i| i.sop_instance_uid).collect())
+}
+
 pub fn sim() -> BackendSim {
     BackendSim::start(SimOptions {
         proxy_key: KEY.into(),
