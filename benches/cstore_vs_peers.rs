@@ -154,6 +154,27 @@ struct Row {
     runs: Vec<Duration>,
 }
 
+impl Row {
+    /// The row in the report's table: seconds (median, then each run) and MB/s
+    /// for `mb` megabytes.
+    fn table_line(&self, mb: f64) -> String {
+        let each: Vec<String> = self
+            .runs
+            .iter()
+            .map(|t| format!("{:.2}", t.as_secs_f64()))
+            .collect();
+        format!(
+            "| {} | {} | {} | {:.2} | {} | {:.1} |",
+            self.receiver,
+            self.sender,
+            self.assoc,
+            self.time.as_secs_f64(),
+            each.join(" / "),
+            mb / self.time.as_secs_f64()
+        )
+    }
+}
+
 /// The receivers, each with what "empty it" and "check it got everything" mean.
 enum Receiver {
     Ignore(StoreScp),
@@ -405,20 +426,7 @@ fn main() {
     report.line("|---|---|---|---|---|---|");
     for rx in &receivers {
         for row in measure_all(rx, &senders, &files, &peers, runs) {
-            let each: Vec<String> = row
-                .runs
-                .iter()
-                .map(|t| format!("{:.2}", t.as_secs_f64()))
-                .collect();
-            report.line(format!(
-                "| {} | {} | {} | {:.2} | {} | {:.1} |",
-                row.receiver,
-                row.sender,
-                row.assoc,
-                row.time.as_secs_f64(),
-                each.join(" / "),
-                mb / row.time.as_secs_f64()
-            ));
+            report.line(row.table_line(mb));
             rows.push(row);
         }
     }
@@ -426,19 +434,7 @@ fn main() {
     // The wire's ceiling: the same files, a minimal sender and receiver.
     if !env_flag("BENCH_SKIP_LIMIT") {
         for row in measure_limit(&files, runs) {
-            report.line(format!(
-                "| {} | {} | {} | {:.2} | {} | {:.1} |",
-                row.receiver,
-                row.sender,
-                row.assoc,
-                row.time.as_secs_f64(),
-                row.runs
-                    .iter()
-                    .map(|t| format!("{:.2}", t.as_secs_f64()))
-                    .collect::<Vec<_>>()
-                    .join(" / "),
-                mb / row.time.as_secs_f64()
-            ));
+            report.line(row.table_line(mb));
             rows.push(row);
         }
     }
@@ -460,19 +456,7 @@ fn main() {
             ));
         }
         for row in tls_rows {
-            report.line(format!(
-                "| {} | {} | {} | {:.2} | {} | {:.1} |",
-                row.receiver,
-                row.sender,
-                row.assoc,
-                row.time.as_secs_f64(),
-                row.runs
-                    .iter()
-                    .map(|t| format!("{:.2}", t.as_secs_f64()))
-                    .collect::<Vec<_>>()
-                    .join(" / "),
-                mb / row.time.as_secs_f64()
-            ));
+            report.line(row.table_line(mb));
             rows.push(row);
         }
     }
