@@ -51,6 +51,7 @@ pub fn trim() {
 }
 
 /// Whether the operator chose this parameter through glibc's environment.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn operator_set(env: &str, tunable: &str) -> bool {
     std::env::var_os(env).is_some()
         || std::env::var("GLIBC_TUNABLES").is_ok_and(|t| t.contains(tunable))
@@ -114,7 +115,6 @@ mod imp {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 mod imp {
     pub(super) fn tune() -> String {
-        let _ = super::operator_set;
         "not glibc: allocator defaults".to_owned()
     }
 

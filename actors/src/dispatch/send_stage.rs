@@ -223,6 +223,7 @@ async fn send_to_node(env: Rc<JobEnv>, sh: Rc<JobShared>, node_id: String, sops:
         let mut pool_seen = pool_done();
         let mut pool_check = tokio::time::interval(Duration::from_secs(1));
         let mut stalled: Option<String> = None;
+        let mut reaped = false;
         let mut stored = stored_before;
         let mut last_report = Instant::now();
         let outcome = loop {
@@ -234,8 +235,9 @@ async fn send_to_node(env: Rc<JobEnv>, sh: Rc<JobShared>, node_id: String, sops:
                         beat.tick();
                     }
                     // Stopped while waiting for an association: the pool
-                    // ends our lots now (see `Pool::reap`).
-                    if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    // ends our lots now (see `Pool::reap`), asked once.
+                    if !reaped && stop.load(std::sync::atomic::Ordering::SeqCst) {
+                        reaped = true;
                         reaper.do_send(crate::node_sender::BatchStopped);
                     }
                 }
