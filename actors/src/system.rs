@@ -202,19 +202,7 @@ fn index_for_repair(path: &std::path::Path) -> Option<laminate_store::InstanceRe
         &h.sop_instance_uid,
     )
     .ok()?;
-    Some(laminate_store::InstanceRecord {
-        sop_instance_uid: h.sop_instance_uid,
-        sop_class_uid: h.sop_class_uid,
-        transfer_syntax: h.transfer_syntax,
-        study_instance_uid: h.study_instance_uid,
-        series_instance_uid: h.series_instance_uid,
-        series_number: h.series_number,
-        patient_id: h.patient_id,
-        path: path_rel,
-        size: h.file_size,
-        source: laminate_store::InstanceSource::Ingest,
-        stored_at_ms: crate::clock::now_ms(),
-    })
+    Some(h.into_record(path_rel, laminate_store::InstanceSource::Ingest))
 }
 
 /// Start-up repair of the local cache (APPLIANCE.md "The local store"): finishes

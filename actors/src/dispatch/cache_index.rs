@@ -9,7 +9,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
-use laminate_store::{instance_rel_path, Catalog, InstanceRecord, InstanceSource, Skipped};
+use laminate_store::{instance_rel_path, Catalog, InstanceSource, Skipped};
 
 use super::index_dir::index_dir_with;
 use super::watchdog::Beat;
@@ -105,19 +105,7 @@ pub(super) fn index_into_cache(
         }
         first_of.insert(h.sop_instance_uid.clone(), entry.clone());
         entries.push(entry);
-        records.push(InstanceRecord {
-            sop_instance_uid: h.sop_instance_uid,
-            sop_class_uid: h.sop_class_uid,
-            transfer_syntax: h.transfer_syntax,
-            study_instance_uid: h.study_instance_uid,
-            series_instance_uid: h.series_instance_uid,
-            series_number: h.series_number,
-            patient_id: h.patient_id,
-            path: rel,
-            size: h.file_size,
-            source: InstanceSource::Dispatch,
-            stored_at_ms: crate::clock::now_ms(),
-        });
+        records.push(h.into_record(rel, InstanceSource::Dispatch));
     }
     // A crash before this flush leaves files in the cache without entries: the
     // start-up repair indexes them, and the journal still says `extracting`.

@@ -85,6 +85,30 @@ pub struct DicomHeader {
     pub file_size: u64,
 }
 
+impl DicomHeader {
+    /// The cache's entry for this file at `path` (relative to the data dir),
+    /// stored now.
+    pub fn into_record(
+        self,
+        path: String,
+        source: laminate_store::InstanceSource,
+    ) -> laminate_store::InstanceRecord {
+        laminate_store::InstanceRecord {
+            sop_instance_uid: self.sop_instance_uid,
+            sop_class_uid: self.sop_class_uid,
+            transfer_syntax: self.transfer_syntax,
+            study_instance_uid: self.study_instance_uid,
+            series_instance_uid: self.series_instance_uid,
+            series_number: self.series_number,
+            patient_id: self.patient_id,
+            path,
+            size: self.file_size,
+            source,
+            stored_at_ms: crate::clock::now_ms(),
+        }
+    }
+}
+
 /// Why a file that claims to be DICOM (`DICM` at 128) cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {
