@@ -180,28 +180,13 @@ pub fn due(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use laminate_store::{DispatchKind, NodeProgress, Priority, Stage};
+    use laminate_store::{NodeProgress, Stage};
 
     fn rec(nodes: Vec<NodeProgress>) -> DispatchRecord {
-        DispatchRecord {
-            id: "d1".into(),
-            seq: 1,
-            correlation_id: "c1".into(),
-            workspace_id: "w".into(),
-            entity_type: "session".into(),
-            entity_id: "s".into(),
-            kind: DispatchKind::Session,
-            priority: Priority::Normal,
-            subject_id: None,
-            session_id: None,
-            label: None,
-            created_at_ms: 1,
-            updated_at_ms: 1,
-            stage: Stage::Finished,
-            study_uids: vec![],
-            nodes,
-            replays: 0,
-        }
+        let mut r =
+            laminate_store::testing::dispatch_record("d1", NodeStatus::Queued, Stage::Finished, 1);
+        r.nodes = nodes;
+        r
     }
 
     fn node(id: &str, status: NodeStatus, parked: Option<u64>) -> NodeProgress {
