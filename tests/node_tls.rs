@@ -34,6 +34,13 @@ fn node_row(app: &Appliance) -> Value {
     app.get_json("/api/nodes")[0].clone()
 }
 
+/// The node's C-ECHO error, once there is one.
+fn echo_error(app: &Appliance) -> Option<String> {
+    eventually(T, || {
+        node_row(app)["last_echo_error"].as_str().map(str::to_owned)
+    })
+}
+
 /// Starts the appliance with `node_1` at `port` and `settings` as its
 /// node-settings.json, ready and connected.
 fn start(sim: &BackendSim, port: u16, settings: Value) -> Appliance {
@@ -96,12 +103,7 @@ fn a_node_whose_certificate_is_not_signed_by_ca_file_is_a_clear_node_error() {
         scp.port,
         json!({"node_1": {"tls": {"ca_file": pki.s("other-ca.pem")}}}),
     );
-    let echo_error = eventually(T, || {
-        node_row(&app)["last_echo_error"]
-            .as_str()
-            .map(str::to_owned)
-    })
-    .expect("echo error");
+    let echo_error = echo_error(&app).expect("echo error");
     assert!(
         echo_error.contains("not signed by a CA in ca_file")
             && echo_error.contains("UnknownIssuer"),
@@ -187,12 +189,7 @@ fn mutual_tls_presents_the_client_certificate_once_the_site_adds_it() {
         scp.port,
         json!({"node_1": {"tls": {"ca_file": pki.s("ca.pem")}}}),
     );
-    let refused = eventually(T, || {
-        node_row(&app)["last_echo_error"]
-            .as_str()
-            .map(str::to_owned)
-    })
-    .expect("echo refused without a client certificate");
+    let refused = echo_error(&app).expect("echo refused without a client certificate");
     assert!(
         refused.contains("TLS with PACS_A") && refused.contains("requires a client certificate"),
         "{refused}"
@@ -536,12 +533,7 @@ fn a_certificate_for_another_name_is_refused_unless_verify_hostname_is_off() {
         scp.port,
         json!({"node_1": {"tls": {"ca_file": pki.s("ca.pem")}}}),
     );
-    let refused = eventually(T, || {
-        node_row(&app)["last_echo_error"]
-            .as_str()
-            .map(str::to_owned)
-    })
-    .expect("echo refused");
+    let refused = echo_error(&app).expect("echo refused");
     assert!(refused.contains("does not name its host"), "{refused}");
     write_settings(
         &app,
