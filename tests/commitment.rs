@@ -89,6 +89,29 @@ fn nowhere() -> (std::net::TcpListener, u16) {
     (l, port)
 }
 
+/// A 2-instance dispatch to an Orthanc whose report goes where nobody
+/// answers, with `commitment_timeout_s`, running: (that port's listener, to
+/// keep; Orthanc; the appliance).
+fn unanswered(
+    sim: &BackendSim,
+    timeout_s: u64,
+    corr: &str,
+) -> (std::net::TcpListener, Orthanc, Appliance) {
+    let (listener, callback) = nowhere();
+    let o = orthanc(callback);
+    let (zip, _) = study(2);
+    sim.put_download(EntityKind::Session, "sess_1", zip);
+    let mut app = appliance(
+        sim,
+        &o,
+        free_port(),
+        json!({"node_1": {"storage_commitment": true, "commitment_timeout_s": timeout_s}}),
+    );
+    run(&mut app, sim);
+    dispatch(sim, corr);
+    (listener, o, app)
+}
+
 /// Orthanc's id of the instance with `sop`.
 fn orthanc_id(o: &Orthanc, sop: &str) -> String {
     let url = format!("http://127.0.0.1:{}/instances?expand", o.http_port);
@@ -330,18 +353,7 @@ fn a_kill_9_while_waiting_for_the_report_resumes_the_wait_after_restart() {
 fn no_report_within_commitment_timeout_fails_every_instance_and_says_why() {
     let sim = sim();
     // Orthanc reports where nobody answers.
-    let (_nowhere, callback) = nowhere();
-    let o = orthanc(callback);
-    let (zip, _) = study(2);
-    sim.put_download(EntityKind::Session, "sess_1", zip);
-    let mut app = appliance(
-        &sim,
-        &o,
-        free_port(),
-        json!({"node_1": {"storage_commitment": true, "commitment_timeout_s": 3}}),
-    );
-    run(&mut app, &sim);
-    dispatch(&sim, "corr_to");
+    let (_nowhere, _o, _app) = unanswered(&sim, 3, "corr_to");
     let last = wait_final(&sim, "corr_to", "node_1", T).expect("final status");
     assert_eq!(last["status"], "failed", "{last}");
     let error = last["error"].as_str().expect("error");
@@ -415,18 +427,7 @@ fn doctor_warns_when_a_node_with_storage_commitment_cannot_call_back() {
 fn an_operator_cancel_ends_the_wait_for_the_report_at_once() {
     let sim = sim();
     // Orthanc reports where nobody answers; the timeout is far away.
-    let (_nowhere, callback) = nowhere();
-    let o = orthanc(callback);
-    let (zip, _) = study(2);
-    sim.put_download(EntityKind::Session, "sess_1", zip);
-    let mut app = appliance(
-        &sim,
-        &o,
-        free_port(),
-        json!({"node_1": {"storage_commitment": true, "commitment_timeout_s": 600}}),
-    );
-    run(&mut app, &sim);
-    dispatch(&sim, "corr_cancel");
+    let (_nowhere, _o, app) = unanswered(&sim, 600, "corr_cancel");
     eventually(T, || {
         (!waiting_frames(&sim, "corr_cancel").is_empty()
             && app.logs().contains("storage commitment requested"))
